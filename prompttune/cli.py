@@ -1,0 +1,136 @@
+"""`prompttune train|eval|report ...`: checks the config in one line, then hands over to Hydra."""
+
+import os
+import sys
+from pathlib import Path
+
+from prompttune.errors import UserError
+from prompttune.paths import CONFIG_DIR, GROUPS
+
+USAGE = """usage: prompttune {train,eval,report} [hydra overrides and flags]
+
+  prompttune train method=ptuning_v1 shots=16
+  prompttune train -m method=finetune,pet seed=13,21,42
+  prompttune eval run=outputs/<date>/<time>          re-evaluate a training run
+  prompttune eval method=pet dataset=mr               zero-shot evaluation of a pattern
+  prompttune report outputs/multirun/<date>/<time>    mean ± std table, files and plot
+
+Hydra's flags work after the subcommand: -m, --cfg job, --help, --config-dir DIR."""
+
+# Flags Hydra takes with a value, and flags that only inspect the config (no check needed).
+_VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
+_INSPECT_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "report":
+        from prompttune.report import main as report_main
+
+        return report_main(rest)
+    if command not in ("train", "eval"):
+        print(f"error: unknown command {command!r}; use train, eval or report (prompttune --help)", file=sys.stderr)
+        return 2
+    _quiet_libraries()
+    try:
+        if not _INSPECT_FLAGS.intersection(rest):
+            check_overrides(command, rest)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sys.argv = [f"prompttune {command}", *rest]
+    if command == "train":
+        from prompttune.train import main as entry
+    else:
+        from prompttune.evaluate import main as entry
+    entry()
+    return 0
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def split_arguments(rest: list[str]) -> tuple[list[str], Path | None]:
+    """The overrides among Hydra's arguments, and the user's --config-dir if any."""
+    overrides, config_dir, skip = [], None, False
+    for i, arg in enumerate(rest):
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _VALUE_FLAGS:
+            if name in ("--config-dir", "-cd"):
+                config_dir = Path(arg.split("=", 1)[1] if "=" in arg else rest[i + 1])
+            skip = "=" not in arg
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, config_dir
+
+
+def check_overrides(command: str, rest: list[str]) -> None:
+    """Compose the config for every value a sweep names, so mistakes fail here, before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides, config_dir = split_arguments(rest)
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    except Exception as err:  # Hydra's parse errors are several lines; keep the first
+        raise UserError(f"cannot parse the overrides: {_first_line(err)}") from None
+    choices = [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
+    for i, values in enumerate(choices):
+        for value in values:
+            chosen = [c[0] for c in choices]
+            chosen[i] = value
+            _check_one(command, chosen, config_dir)
+            if len(values) == 1:
+                break
+
+
+def _sweep_values(override) -> list[str]:
+    key = override.get_key_element()
+    return [f"{key}={v}" for v in override.sweep_string_iterator()]
+
+
+def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from prompttune.experiment import validate
+
+    for override in overrides:
+        _check_group_choice(override, config_dir)
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(command, overrides=_with_user_config_dir(overrides, config_dir))
+    except Exception as err:
+        raise UserError(f"{_first_line(err)} (`prompttune {command} --cfg job` shows the keys)") from None
+    validate(cfg)
+
+
+def _with_user_config_dir(overrides: list[str], config_dir: Path | None) -> list[str]:
+    if config_dir is None:
+        return overrides
+    return [*overrides, f"hydra.searchpath=[file://{config_dir.resolve()}]"]
+
+
+def _check_group_choice(override: str, config_dir: Path | None) -> None:
+    key, _, value = override.lstrip("+~").partition("=")
+    if key not in GROUPS or value in ("", "null"):
+        return
+    folders = [d / key for d in (CONFIG_DIR, config_dir) if d is not None]
+    options = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
+    if value not in options:
+        raise UserError(f"{key} {value!r} is unknown; choose one of: {', '.join(options)}")
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(err).__name__

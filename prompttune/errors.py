@@ -1,0 +1,5 @@
+"""User-facing errors: one line naming the problem and the fix, no traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user (config, data, paths). The CLI prints `error: <message>` and exits 2."""

@@ -1,0 +1,168 @@
+"""The method protocol: a config dataclass plus a module that maps a batch to class logits.
+
+A method decides three things: which template the examples go through, how the backbone is run
+(`hidden_states`, where soft prompts enter), and which parameters train. Heads do the rest.
+"""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import MISSING
+from torch import nn
+
+from prompttune.data.records import Example
+from prompttune.errors import UserError
+from prompttune.methods.heads import LinearHead, VerbalizerHead
+from prompttune.models.backbone import Backbone
+from prompttune.prompts.encoding import EncodedExample, TemplateEncoder
+from prompttune.prompts.template import Template, parse_template
+from prompttune.prompts.verbalizer import Verbalizer
+
+CALIBRATIONS = ("none", "contextual")
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    head: str = "verbalizer"  # verbalizer | linear
+    pattern_id: int = 0  # which of the dataset's patterns
+    template: str | None = None  # overrides the pattern's template
+    verbalizer: dict[str, list[str]] | None = None  # overrides the pattern's verbalizer
+    verbalizer_reduce: str = "mean"  # how a label's several words combine: mean | max | logsumexp
+    calibration: str = "none"  # none | contextual (Zhao et al. 2021), applied when evaluating
+    freeze_backbone: bool = False
+    lr: float | None = None  # backbone and head learning rate; null: trainer.lr
+    prompt_lr: float | None = None  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a method needs to know of the dataset."""
+
+    name: str
+    labels: list[str]
+    patterns: list[dict[str, Any]]
+    has_text_b: bool
+
+    def plain_template(self) -> str:
+        return "{text_a}{sep} {text_b}" if self.has_text_b else "{text_a}"
+
+
+class Method(nn.Module):
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    soft_tokens_allowed: ClassVar[bool] = False
+
+    def __init__(self, cfg: MethodConfig, backbone: Backbone, task: Task, max_length: int):
+        super().__init__()
+        if cfg.calibration not in CALIBRATIONS:
+            raise UserError(f"method.calibration={cfg.calibration!r} is unknown; use one of {list(CALIBRATIONS)}")
+        self.cfg = cfg
+        self.backbone = backbone
+        self.task = task
+        self.max_length = max_length
+        self.template = self._checked_template(self.template_source())
+        self.head = self._build_head()
+        if cfg.freeze_backbone:
+            backbone.freeze()
+        self.setup()
+
+    # --- what subclasses override -------------------------------------------------------------
+    def setup(self) -> None:
+        """Create the method's own parameters (soft prompts, encoders)."""
+
+    def template_source(self) -> str:
+        if self.cfg.template is not None:
+            return self.cfg.template
+        return self.pattern()["template"] if self.cfg.head == "verbalizer" else self.task.plain_template()
+
+    def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
+        return self.backbone.hidden_states(input_ids, attention_mask)
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained at trainer.prompt_lr (soft prompts and their encoders)."""
+        return []
+
+    # --- shared machinery ---------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.hidden_states, batch)
+
+    def pattern(self) -> dict[str, Any]:
+        patterns = self.task.patterns
+        if not 0 <= self.cfg.pattern_id < len(patterns):
+            raise UserError(
+                f"method.pattern_id={self.cfg.pattern_id} but dataset {self.task.name} has {len(patterns)} "
+                f"patterns; use 0..{len(patterns) - 1}"
+            )
+        return patterns[self.cfg.pattern_id]
+
+    def encode(self, examples: list[Example]) -> list[EncodedExample]:
+        mask_tokens = self.head.verbalizer.max_tokens if isinstance(self.head, VerbalizerHead) else 1
+        kind, tokenizer = self.backbone.kind, self.backbone.tokenizer
+        return TemplateEncoder(self.template, tokenizer, kind, self.max_length, mask_tokens).encode(examples)
+
+    def content_free_example(self) -> Example:
+        """The input of contextual calibration: `N/A` in every text slot."""
+        return Example("content-free", "N/A", 0, "N/A" if self.task.has_text_b else None)
+
+    def _checked_template(self, source: str) -> Template:
+        template = parse_template(source)
+        if "text_b" in template.text_slots and not self.task.has_text_b:
+            raise UserError(f"template {source!r} uses {{text_b}} but dataset {self.task.name} has only text_a")
+        if self.cfg.head == "verbalizer" and not template.has_mask:
+            raise UserError(f"template {source!r} has no {{mask}}, which the verbalizer head needs; add one")
+        if template.n_soft and not self.soft_tokens_allowed:
+            raise UserError(
+                f"template {source!r} has soft tokens but method={self.cfg.name} trains none; "
+                "use method=prompt_tuning or ptuning_v1, or drop the {soft} slots"
+            )
+        return template
+
+    def _build_head(self) -> nn.Module:
+        if self.cfg.head == "linear":
+            return LinearHead(self.backbone, len(self.task.labels))
+        if self.cfg.head != "verbalizer":
+            raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer or linear")
+        words = self.cfg.verbalizer or self.pattern()["verbalizer"]
+        verbalizer = Verbalizer(
+            {k: list(v) for k, v in words.items()},
+            self.task.labels,
+            self.backbone.tokenizer,
+            space_before=self.template.space_before_mask,
+            reduce=self.cfg.verbalizer_reduce,
+        )
+        return VerbalizerHead(self.backbone, verbalizer)
+
+    def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
+        prompt_ids = {id(p) for p in self.prompt_parameters()}
+        prompt = [p for p in self.prompt_parameters() if p.requires_grad]
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in prompt_ids]
+        groups = [{"params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay}]
+        groups.append({"params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0})
+        return [g for g in groups if g["params"]]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = set(self.trainable_state())
+        if set(state) != expected:
+            raise UserError(
+                "the checkpoint's parameters do not match this method and model "
+                f"({len(set(state) ^ expected)} names differ); evaluate it with the config it was trained with"
+            )
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    def parameter_counts(self) -> dict[str, float]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return {"trainable": trainable, "total": total, "ratio": trainable / total}
+
+
+class SoftPromptMethod(Method):
+    """A method that trains soft tokens placed at the template's {soft} slots (trained at trainer.prompt_lr)."""
+
+    soft_tokens_allowed = True

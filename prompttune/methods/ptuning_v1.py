@@ -1,0 +1,65 @@
+"""P-Tuning (Liu et al. 2021): soft tokens among the template's anchor words, produced by a prompt encoder
+(a bidirectional LSTM then a two-layer MLP, or the MLP alone) from free embeddings; frozen model by default."""
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prompttune.errors import UserError
+from prompttune.methods import register
+from prompttune.methods.base import MethodConfig, SoftPromptMethod
+
+
+@dataclass
+class PTuningV1Config(MethodConfig):
+    freeze_backbone: bool = True
+    n_tokens: int = 3  # soft tokens at each anchor: before the input and after each text slot
+    encoder: str = "lstm"  # lstm (LSTM + MLP) | mlp
+    encoder_hidden: int | None = None  # null: the model's hidden size
+
+
+def soft_among_anchors(template: str, n_tokens: int) -> str:
+    """`{text_a} It was {mask}.` -> `{soft:3}{text_a}{soft:3} It was {mask}.` (unless it has soft slots)."""
+    if "{soft" in template:
+        return template
+    return f"{{soft:{n_tokens}}}" + re.sub(r"\{(text_a|text_b)\}", rf"{{\1}}{{soft:{n_tokens}}}", template)
+
+
+class PromptEncoder(nn.Module):
+    def __init__(self, n_tokens: int, hidden: int, inner: int, kind: str):
+        super().__init__()
+        if kind not in ("lstm", "mlp"):
+            raise UserError(f"method.encoder={kind!r} is unknown; use lstm or mlp")
+        self.embedding = nn.Embedding(n_tokens, hidden)
+        self.lstm = (
+            nn.LSTM(hidden, inner // 2, num_layers=2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+        )
+        width = inner if self.lstm is not None else hidden
+        self.mlp = nn.Sequential(nn.Linear(width, inner), nn.ReLU(), nn.Linear(inner, hidden))
+
+    def forward(self) -> torch.Tensor:
+        states = self.embedding.weight.unsqueeze(0)
+        if self.lstm is not None:
+            states = self.lstm(states)[0]
+        return self.mlp(states).squeeze(0)
+
+
+@register("ptuning_v1")
+class PTuningV1(SoftPromptMethod):
+    config_class = PTuningV1Config
+
+    def template_source(self) -> str:
+        return soft_among_anchors(super().template_source(), self.cfg.n_tokens)
+
+    def setup(self) -> None:
+        hidden = self.backbone.hidden_size
+        inner = self.cfg.encoder_hidden or hidden
+        self.prompt_encoder = PromptEncoder(self.template.n_soft, hidden, inner, self.cfg.encoder)
+
+    def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
+        return self.backbone.hidden_states(input_ids, attention_mask, soft_positions, self.prompt_encoder())
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return list(self.prompt_encoder.parameters())

@@ -1,0 +1,94 @@
+"""One interface over masked LMs, causal LMs and plain encoders: hidden states, and LM scores where needed."""
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from prompttune.errors import UserError
+from prompttune.models.loading import Loaded
+
+
+def write_at(states: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Replace states [B, L, H] at positions [B, S] with vectors [S, H] (or [B, S, H]), in one scatter."""
+    if positions.shape[1] == 0:
+        return states
+    batch, _, hidden = states.shape
+    index = positions.unsqueeze(-1).expand(-1, -1, hidden)
+    values = vectors.to(states.dtype).expand(batch, -1, -1)
+    return states.scatter(1, index, values)
+
+
+class Backbone(nn.Module):
+    def __init__(self, loaded: Loaded, name: str):
+        super().__init__()
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.kind = loaded.kind
+        self.name = name
+        self.body = self.model.base_model
+        self.embeddings = self.model.get_input_embeddings()
+        self.hidden_size = self.model.config.hidden_size
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        soft_positions: torch.Tensor | None = None,
+        soft_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embeds = self.embeddings(input_ids)
+        if soft_embeds is not None:
+            embeds = write_at(embeds, soft_positions, soft_embeds)
+        return self.body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+
+    @property
+    def lm_head(self) -> nn.Module:
+        if self.kind == "encoder":
+            raise UserError(
+                f"model {self.name} has no LM head, so label words cannot be scored; use method.head=linear "
+                "(or method=finetune / ptuning_v2), or a masked or causal LM"
+            )
+        heads = [m for n, m in self.model.named_children() if n != self.model.base_model_prefix]
+        if len(heads) != 1:
+            raise UserError(f"model {self.name}: cannot tell its LM head among {len(heads)} modules")
+        return heads[0]
+
+    def lm_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary log-probabilities for the given hidden states only ([..., H] -> [..., V])."""
+        return self.lm_head(hidden).float().log_softmax(-1)
+
+    def transformer_layers(self) -> nn.ModuleList:
+        n_layers = self.model.config.num_hidden_layers
+        for module in self.body.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+                return module
+        raise UserError(f"model {self.name}: cannot find its {n_layers} transformer layers")
+
+    @contextmanager
+    def layer_inputs_rewritten(self, rewrite: Callable[[int, torch.Tensor], torch.Tensor]):
+        """While active, every layer's input hidden states pass through rewrite(layer_index, states)."""
+
+        def hook_for(index: int):
+            def hook(_module, args, kwargs):
+                if args:
+                    return (rewrite(index, args[0]), *args[1:]), kwargs
+                kwargs["hidden_states"] = rewrite(index, kwargs["hidden_states"])
+                return args, kwargs
+
+            return hook
+
+        handles = [
+            layer.register_forward_pre_hook(hook_for(i), with_kwargs=True)
+            for i, layer in enumerate(self.transformer_layers())
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def freeze(self) -> None:
+        for param in self.parameters():
+            param.requires_grad_(False)

@@ -1,0 +1,152 @@
+"""Turn examples into token ids through a template, with the mask and the pattern words always kept."""
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from prompttune.data.records import Example
+from prompttune.errors import UserError
+from prompttune.prompts.template import Template, allocate_lengths
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: list[int]
+    mask_positions: list[int]  # MLM: one per mask token; causal: the position whose next token is scored
+    soft_positions: list[int]
+    label: int
+
+
+class TemplateEncoder:
+    """Encodes examples through one template for one tokenizer and backbone kind."""
+
+    def __init__(
+        self,
+        template: Template,
+        tokenizer: PreTrainedTokenizerBase,
+        kind: str,
+        max_length: int,
+        mask_tokens: int = 1,
+    ):
+        self.template = template
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_length = max_length
+        self.mask_tokens = mask_tokens
+        self.cut_at_mask = kind == "causal" and template.has_mask
+        if template.has_mask and kind != "causal" and tokenizer.mask_token_id is None:
+            raise UserError(f"the tokenizer has no mask token, so template {template.source!r} cannot be used")
+        self._segments = self._segments_to_encode()
+        self._prefix, self._suffix = self._special_tokens()
+        self._literal_ids = {s.value: self._tokenize([s.value])[0] for s in self._segments if s.kind == "literal"}
+        self._check_fixed_length()
+
+    def _segments_to_encode(self):
+        segments = list(self.template.segments)
+        if self.cut_at_mask:
+            segments = segments[: [s.kind for s in segments].index("mask") + 1]
+        return segments
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts around a single text (e.g. [CLS] ... [SEP])."""
+        plain = self._tokenize(["a"])[0]
+        full = self.tokenizer("a")["input_ids"]
+        at = next(i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain)
+        prefix, suffix = full[:at], full[at + len(plain) :]
+        return prefix, ([] if self.cut_at_mask else suffix)
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def _fixed_length(self) -> int:
+        length = len(self._prefix) + len(self._suffix)
+        for seg in self._segments:
+            if seg.kind == "literal":
+                length += len(self._literal_ids[seg.value])
+            elif seg.kind == "soft":
+                length += seg.count
+            elif seg.kind == "mask" and not self.cut_at_mask:
+                length += self.mask_tokens
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                length += 1
+        return length
+
+    def _check_fixed_length(self) -> None:
+        fixed = self._fixed_length()
+        if fixed >= self.max_length:
+            raise UserError(
+                f"template {self.template.source!r} needs {fixed} tokens before any text but model.max_length="
+                f"{self.max_length}; shorten the template or raise model.max_length"
+            )
+
+    def encode(self, examples: list[Example]) -> list[EncodedExample]:
+        slot_ids = {name: self._tokenize_slot(examples, name) for name in self.template.text_slots}
+        budget = self.max_length - self._fixed_length()
+        encoded = []
+        for i, example in enumerate(examples):
+            texts = {name: ids[i] for name, ids in slot_ids.items()}
+            encoded.append(self._assemble(texts, budget, example.label))
+        return encoded
+
+    def _tokenize_slot(self, examples: list[Example], name: str) -> list[list[int]]:
+        space = any(s.space_before for s in self._segments if s.kind == "text" and s.value == name)
+        texts = [getattr(e, name) for e in examples]
+        if any(t is None for t in texts):
+            raise UserError(f"template {self.template.source!r} uses {{{name}}} but the dataset has no {name}")
+        return self._tokenize([(" " + t if space else t) for t in texts])
+
+    def _assemble(self, texts: dict[str, list[int]], budget: int, label: int) -> EncodedExample:
+        names = sorted(texts)
+        kept = dict(zip(names, allocate_lengths([len(texts[n]) for n in names], budget), strict=True))
+        ids = list(self._prefix)
+        mask_positions: list[int] = []
+        soft_positions: list[int] = []
+        for seg in self._segments:
+            if seg.kind == "literal":
+                ids += self._literal_ids[seg.value]
+            elif seg.kind == "text":
+                ids += texts[seg.value][: kept[seg.value]]
+            elif seg.kind == "soft":
+                soft_positions += range(len(ids), len(ids) + seg.count)
+                ids += [self._soft_placeholder] * seg.count
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                ids.append(self.tokenizer.sep_token_id)
+            elif seg.kind == "mask":
+                ids, mask_positions = self._place_mask(ids)
+        ids += self._suffix
+        return EncodedExample(ids, mask_positions, soft_positions, label)
+
+    def _place_mask(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        if self.cut_at_mask:
+            if not ids:
+                raise UserError(
+                    f"template {self.template.source!r} starts with {{mask}}: a causal LM needs text before it"
+                )
+            return ids, [len(ids) - 1]
+        positions = list(range(len(ids), len(ids) + self.mask_tokens))
+        return ids + [self.tokenizer.mask_token_id] * self.mask_tokens, positions
+
+    @property
+    def _soft_placeholder(self) -> int:
+        tok = self.tokenizer
+        return tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id
+
+
+def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch into tensors; positions index into the padded rows."""
+    width = max(len(e.input_ids) for e in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, e in enumerate(batch):
+        input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        attention_mask[row, : len(e.input_ids)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mask_positions": torch.tensor([e.mask_positions for e in batch], dtype=torch.long),
+        "soft_positions": torch.tensor([e.soft_positions for e in batch], dtype=torch.long),
+        "labels": torch.tensor([e.label for e in batch], dtype=torch.long),
+    }

@@ -1,0 +1,163 @@
+"""The training loop shared by every method: AdamW, warmup then linear decay, clipping, best-on-dev."""
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import get_linear_schedule_with_warmup
+
+from prompttune.errors import UserError
+from prompttune.methods.base import Method
+from prompttune.prompts.encoding import EncodedExample, collate
+from prompttune.training.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_dev: dict[str, float]
+    train_seconds: float
+    seconds_per_step: float
+    examples_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise UserError(f"trainer.precision={precision!r} is unknown; use fp32 or bf16")
+
+
+def batches(encoded: list[EncodedExample], size: int, pad_id: int, order: list[int] | None = None):
+    order = order if order is not None else list(range(len(encoded)))
+    for start in range(0, len(order), size):
+        yield collate([encoded[i] for i in order[start : start + size]], pad_id)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> torch.Tensor:
+    """Class logits for every example, in order."""
+    was_training = method.training
+    method.eval()
+    pad_id = method.backbone.tokenizer.pad_token_id
+    outputs = []
+    with autocast(device, cfg.precision):
+        for batch in batches(encoded, cfg.eval_batch_size, pad_id):
+            outputs.append(method(to_device(batch, device)).float().cpu())
+    method.train(was_training)
+    return torch.cat(outputs)
+
+
+def evaluate(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> dict[str, float]:
+    logits = predict(method, encoded, cfg, device)
+    if method.cfg.calibration == "contextual":
+        logits = contextual_calibration(method, logits, cfg, device)
+    labels = torch.tensor([e.label for e in encoded])
+    return classification_metrics(logits, labels, len(method.task.labels))
+
+
+def contextual_calibration(method: Method, logits: torch.Tensor, cfg: DictConfig, device: torch.device):
+    """Zhao et al. 2021: divide the class probabilities by those of a content-free input."""
+    content_free = predict(method, method.encode([method.content_free_example()]), cfg, device)
+    return logits.log_softmax(-1) - content_free.log_softmax(-1)
+
+
+def total_steps(cfg: DictConfig, n_train: int) -> int:
+    if cfg.max_steps is not None:
+        return int(cfg.max_steps)
+    return int(cfg.epochs) * math.ceil(n_train / cfg.batch_size)
+
+
+def train(
+    method: Method,
+    train_set: list[EncodedExample],
+    dev_set: list[EncodedExample],
+    cfg: DictConfig,
+    device: torch.device,
+    seed: int,
+) -> TrainResult:
+    steps = total_steps(cfg, len(train_set))
+    if steps < 1:
+        raise UserError("training would take 0 steps; set trainer.max_steps or trainer.epochs to at least 1")
+    groups = method.param_groups(cfg.lr, cfg.prompt_lr, cfg.weight_decay)
+    if not groups:
+        raise UserError(f"method={method.cfg.name} has no trainable parameters with this config")
+    optimizer = torch.optim.AdamW(groups)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    trainable = [p for g in groups for p in g["params"]]
+    shuffler = torch.Generator().manual_seed(seed)
+    pad_id = method.backbone.tokenizer.pad_token_id
+    eval_every = cfg.eval_every or steps
+    best_step, best_dev, best_state = 0, None, None
+    history, step, step_seconds = [], 0, 0.0
+    method.train()
+    with _progress() as progress:
+        task = progress.add_task("train", total=steps, loss=float("nan"))
+        while step < steps:
+            order = torch.randperm(len(train_set), generator=shuffler).tolist()
+            for batch in batches(train_set, cfg.batch_size, pad_id, order):
+                started = time.perf_counter()
+                loss = _step(method, batch, optimizer, schedule, trainable, cfg, device)
+                step_seconds += time.perf_counter() - started
+                step += 1
+                progress.update(task, advance=1, loss=loss)
+                if step % cfg.log_every == 0 or step == steps:
+                    log.info("step %d/%d loss %.4f", step, steps, loss)
+                if step % eval_every == 0 or step == steps:
+                    dev = evaluate(method, dev_set, cfg, device)
+                    history.append({"step": step, "loss": loss, "dev": dev})
+                    log.info("step %d dev accuracy %.4f macro_f1 %.4f", step, dev["accuracy"], dev["macro_f1"])
+                    if best_dev is None or dev["accuracy"] > best_dev["accuracy"]:
+                        best_step, best_dev = step, dev
+                        best_state = {k: v.clone() for k, v in method.trainable_state().items()}
+                if step == steps:
+                    break
+    method.load_trainable_state(best_state)
+    return TrainResult(
+        steps, best_step, best_dev, step_seconds, step_seconds / steps, steps * cfg.batch_size / step_seconds, history
+    )
+
+
+def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
+    batch = to_device(batch, device)
+    with autocast(device, cfg.precision):
+        logits = method(batch)
+    loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the loss became {loss.item()} at step {schedule.last_epoch + 1}; lower trainer.lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        transient=True,
+    )

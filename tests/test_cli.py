@@ -1,0 +1,126 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from prompttune.experiment import validate
+from prompttune.paths import CONFIG_DIR
+from tests.conftest import compose_config
+
+TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
+
+
+def prompttune(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prompttune", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+GROUP_OPTIONS = [
+    (group, p.stem)
+    for group in ("method", "dataset", "model", "trainer", "experiment")
+    for p in sorted((CONFIG_DIR / group).glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS)
+def test_every_group_option_composes(group, option):
+    cfg = compose_config(f"{group}={option}")
+    assert cfg[group] is not None
+    if group in ("method", "dataset", "trainer"):
+        validate(cfg)
+
+
+def test_train_then_eval_reproduces_the_test_metrics(tmp_path):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    trained = prompttune("train", "method=finetune", *TINY, f"hydra.run.dir={train_dir}")
+    assert trained.returncode == 0, trained.stderr
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "splits.json",
+        "train.log",
+        "checkpoint/trainable.safetensors",
+        "checkpoint/config.yaml",
+    ):
+        assert (train_dir / name).exists(), name
+    metrics = metrics_of(train_dir)
+    assert metrics["status"] == "completed"
+    assert {"accuracy", "macro_f1"} <= set(metrics["test"]) and {"accuracy", "macro_f1"} <= set(metrics["dev"])
+    assert metrics["params"]["trainable"] == metrics["params"]["total"] > 0
+    for key in ("train_seconds", "eval_seconds", "train_examples_per_second", "eval_examples_per_second"):
+        assert metrics[key] > 0
+    splits = json.loads((train_dir / "splits.json").read_text())
+    assert len(splits["train"]) == len(splits["dev"]) == 8 and len(splits["test"]) == 24
+
+    evaluated = prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert metrics_of(eval_dir)["test"] == metrics["test"]
+    assert metrics_of(eval_dir)["dev"] == metrics["dev"]
+    assert (eval_dir / "eval.log").exists()
+
+
+def test_prompt_only_checkpoint_reproduces(tmp_path):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    args = ["method=prompt_tuning", "model=tiny_llama", "shots=2", "trainer.max_steps=2", "dataset.test_size=12"]
+    assert prompttune("train", *args, f"hydra.run.dir={train_dir}").returncode == 0
+    assert (train_dir / "checkpoint/trainable.safetensors").stat().st_size < 1_000_000
+    trained = metrics_of(train_dir)
+    assert trained["params"]["ratio"] < 0.01 and trained["checkpoint_bytes"] < 1_000_000
+    assert prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}").returncode == 0
+    assert metrics_of(eval_dir)["test"] == trained["test"]
+
+
+def test_zero_shot_eval_writes_metrics(tmp_path):
+    result = prompttune(
+        "eval",
+        "method=pet",
+        "model=tiny_bert",
+        "dataset.test_size=16",
+        "method.calibration=contextual",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = metrics_of(tmp_path)
+    assert metrics["status"] == "completed" and metrics["command"] == "eval"
+    assert metrics["test"]["n"] == 16 and 0 <= metrics["test"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "method=nope"], "method 'nope' is unknown"),
+        (["train", "shots=100000", *TINY[:1]], "shots=100000"),
+        (["train", "trainer.nope=1"], "trainer.nope"),
+        (["train", "method.pattern_idd=1"], "pattern_idd"),
+        (["train", "trainer.precision=fp8"], "precision"),
+        (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
+        (["eval", "run=/no/such/run"], "/no/such/run"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_bad_input_fails_with_one_line(args, message, tmp_path):
+    result = prompttune(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_failed_run_is_marked_failed(tmp_path):
+    result = prompttune("train", "shots=100000", *TINY[:1], f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert metrics_of(tmp_path)["status"] == "failed"
+    assert "shots" in metrics_of(tmp_path)["error"]
+
+
+def test_cfg_job_prints_the_resolved_config():
+    result = prompttune("train", "method=ptuning_v1", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.method.name == "ptuning_v1" and cfg.shots == 16 and cfg.seed == 13

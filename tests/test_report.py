@@ -1,0 +1,182 @@
+"""`prompttune report` on synthetic metrics.json files."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from prompttune import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# 2 methods x 2 seeds: (method, seed, test accuracy, test macro-F1)
+RESULTS = [
+    ("finetune", 13, 0.80, 0.78),
+    ("finetune", 21, 0.70, 0.66),
+    ("pet", 13, 0.60, 0.59),
+    ("pet", 21, 0.64, 0.61),
+]
+# by hand: mean = (a + b) / 2, sample std of two values = |a - b| / sqrt(2)
+EXPECTED = {
+    "finetune": {"acc": (0.75, 0.10 / math.sqrt(2)), "f1": (0.72, 0.12 / math.sqrt(2))},
+    "pet": {"acc": (0.62, 0.04 / math.sqrt(2)), "f1": (0.60, 0.02 / math.sqrt(2))},
+}
+
+
+def completed_metrics(method: str, seed: int, accuracy: float, macro_f1: float, shots: int = 16) -> dict:
+    return {
+        "status": "completed", "error": None, "command": "train",
+        "method": method, "dataset": "mr", "model": "smollm2_135m", "shots": shots, "seed": seed,
+        "dev": {"accuracy": accuracy - 0.05, "macro_f1": macro_f1 - 0.05, "n": 32},
+        "test": {"accuracy": accuracy, "macro_f1": macro_f1, "n": 200},
+        "params": {"trainable": 1000 if method == "pet" else 134515008, "total": 134515008,
+                   "ratio": 1000 / 134515008 if method == "pet" else 1.0},
+        "train_seconds": 100.0 if seed == 13 else 120.0,
+    }
+
+
+def write_metrics(run_dir: Path, metrics: dict | str) -> Path:
+    run_dir.mkdir(parents=True)
+    text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+    (run_dir / "metrics.json").write_text(text)
+    return run_dir
+
+
+def make_sweep(root: Path) -> Path:
+    for job, (method, seed, accuracy, macro_f1) in enumerate(RESULTS):
+        write_metrics(root / str(job), completed_metrics(method, seed, accuracy, macro_f1))
+    return root
+
+
+def add_unfinished_runs(root: Path) -> None:
+    """A failed run and a running one that both carry test numbers (which must not count), and a half-written
+    metrics.json."""
+    failed = completed_metrics("pet", 42, 0.0, 0.0) | {"status": "failed", "error": "RuntimeError: boom\nin"}
+    running = completed_metrics("finetune", 42, 1.0, 1.0) | {"status": "running"}
+    write_metrics(root / "4", failed)
+    write_metrics(root / "5", running)
+    write_metrics(root / "6", json.dumps(completed_metrics("pet", 87, 0.5, 0.5))[:70])
+    write_metrics(root / "7", completed_metrics("pet", 100, 0.5, 0.5) | {"shots": [16]})
+
+
+def groups_by_method(report_json: dict) -> dict[str, dict]:
+    return {group["method"]: group for group in report_json["groups"]}
+
+
+def read_report_json(directory: Path) -> dict:
+    return json.loads((directory / "report.json").read_text())
+
+
+def test_means_and_sample_stds_over_seeds(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    assert report.main([str(sweep)]) == 0
+    groups = groups_by_method(read_report_json(sweep))
+    for method, expected in EXPECTED.items():
+        group = groups[method]
+        assert group["n_seeds"] == 2 and group["seeds"] == [13, 21]
+        assert group["test_accuracy"]["mean"] == pytest.approx(expected["acc"][0])
+        assert group["test_accuracy"]["std"] == pytest.approx(expected["acc"][1])
+        assert group["test_macro_f1"]["mean"] == pytest.approx(expected["f1"][0])
+        assert group["test_macro_f1"]["std"] == pytest.approx(expected["f1"][1])
+        assert group["train_seconds_mean"] == pytest.approx(110.0)
+    assert groups["pet"]["trainable_ratio"] == pytest.approx(1000 / 134515008)
+    printed = capsys.readouterr().out
+    assert "75.0 ± 7.1" in printed and "72.0 ± 8.5" in printed  # finetune acc, macro-F1 in %
+    assert "62.0 ± 2.8" in printed and "60.0 ± 1.4" in printed  # pet
+
+
+def test_unfinished_failed_and_truncated_runs_are_listed_not_averaged(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    add_unfinished_runs(sweep)
+    assert report.main([str(sweep)]) == 0
+    result = read_report_json(sweep)
+    groups = groups_by_method(result)
+    assert groups["pet"]["n_seeds"] == 2 and groups["finetune"]["n_seeds"] == 2
+    assert groups["pet"]["test_accuracy"]["mean"] == pytest.approx(EXPECTED["pet"]["acc"][0])
+    assert groups["finetune"]["test_accuracy"]["mean"] == pytest.approx(EXPECTED["finetune"]["acc"][0])
+    statuses = {Path(run["run_dir"]).name: (run["status"], run["error"]) for run in result["incomplete"]}
+    assert statuses["4"] == ("failed", "RuntimeError: boom in")
+    assert statuses["5"][0] == "running"
+    assert statuses["6"][0] == "unreadable"
+    assert statuses["7"][0] == "completed" and "not all plain values" in statuses["7"][1]
+    printed = capsys.readouterr().out
+    assert "Runs not included" in printed
+    assert all(word in printed for word in ("failed", "running", "unreadable", "RuntimeError: boom"))
+    markdown = (sweep / "report.md").read_text()
+    assert "| failed |" in markdown and "| running |" in markdown and "| unreadable |" in markdown
+
+
+def test_writes_all_report_files_atomically(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    assert report.main([str(sweep)]) == 0
+    names = sorted(path.name for path in sweep.iterdir() if path.is_file())
+    assert names == ["report.csv", "report.json", "report.md", "report.png"]  # no temp files left
+    png = (sweep / "report.png").read_bytes()
+    assert len(png) > 0 and png.startswith(PNG_MAGIC)
+    csv_lines = (sweep / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("dataset,model,shots,method,n_seeds,seeds,test_accuracy_mean")
+    assert csv_lines[1].startswith("mr,smollm2_135m,16,finetune,2,13 21,0.75")
+    pet_row = "| mr | smollm2_135m | 16 | pet | 2 | 62.0 ± 2.8 | 60.0 ± 1.4 |"
+    assert pet_row in (sweep / "report.md").read_text()
+
+
+def test_plot_with_several_shot_counts_and_explicit_out(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    write_metrics(sweep / "4", completed_metrics("pet", 13, 0.55, 0.5, shots=8))
+    out = tmp_path / "reports" / "new"
+    assert report.main([str(sweep), "--out", str(out), "--metric", "macro_f1"]) == 0
+    assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (sweep / "report.json").exists()
+    eight_shot = [g for g in read_report_json(out)["groups"] if g["shots"] == 8]
+    assert [(g["method"], g["n_seeds"], g["test_accuracy"]["std"]) for g in eight_shot] == [("pet", 1, None)]
+
+
+def test_eval_runs_are_not_averaged_with_trained_runs(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    write_metrics(sweep / "4", completed_metrics("pet", 42, 0.5, 0.5) | {"command": "eval"})
+    assert report.main([str(sweep)]) == 0
+    groups = groups_by_method(read_report_json(sweep))
+    assert groups["pet"]["n_seeds"] == 2 and groups["pet [eval]"]["seeds"] == [42]
+    assert "pet [eval]" in capsys.readouterr().out
+
+
+def test_single_seed_shows_dash_for_std(tmp_path, capsys):
+    write_metrics(tmp_path / "run", completed_metrics("pet", 13, 0.813, 0.8))
+    assert report.main([str(tmp_path / "run")]) == 0
+    assert "81.3 ± -" in capsys.readouterr().out
+
+
+def test_several_dirs_report_into_current_dir(tmp_path, monkeypatch):
+    first = write_metrics(tmp_path / "a", completed_metrics("pet", 13, 0.6, 0.6))
+    second = write_metrics(tmp_path / "b", completed_metrics("pet", 21, 0.8, 0.8))
+    monkeypatch.chdir(tmp_path)
+    assert report.main([str(first), str(second), str(first)]) == 0  # a dir given twice counts once
+    group = read_report_json(tmp_path)["groups"][0]
+    assert group["n_seeds"] == 2 and group["test_accuracy"]["mean"] == pytest.approx(0.7)
+
+
+def test_sweep_with_nothing_completed_yet_still_reports(tmp_path, capsys):
+    write_metrics(tmp_path / "0", {"status": "running", "method": "pet", "seed": 13})
+    assert report.main([str(tmp_path)]) == 0
+    assert "No completed run yet" in capsys.readouterr().out
+    assert read_report_json(tmp_path)["groups"] == []
+    assert not (tmp_path / "report.png").exists()
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda tmp: [str(tmp)],  # empty dir: no metrics.json
+    lambda tmp: [],
+    lambda tmp: [str(tmp / "missing")],
+])
+def test_no_dir_or_no_metrics_is_a_one_line_error(tmp_path, capsys, make_args):
+    assert report.main(make_args(tmp_path)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_stat_uses_percent_with_one_decimal():
+    assert report.format_stat(report.Stat(0.8134, 0.0211)) == "81.3 ± 2.1"
+    assert report.format_stat(report.Stat(0.5, None)) == "50.0 ± -"
+    assert report.format_stat(report.Stat(None, None)) == "-"
