@@ -1,6 +1,5 @@
 """`prompttune train|eval|report ...`: checks the config in one line, then hands over to Hydra."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -35,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     if command not in ("train", "eval"):
         print(f"error: unknown command {command!r}; use train, eval or report (prompttune --help)", file=sys.stderr)
         return 2
-    _quiet_libraries()
     try:
         if not _INSPECT_FLAGS.intersection(rest):
             check_overrides(command, rest)
@@ -49,14 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         from prompttune.evaluate import main as entry
     entry()
     return 0
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def split_arguments(rest: list[str]) -> tuple[list[str], Path | None]:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
+from transformers.utils import logging as hf_logging
 
 from prompttune.errors import UserError
 from prompttune.launching import torch_threads_for_job
@@ -24,6 +26,7 @@ EXPECTED_FAILURES = (UserError, TrainingDiverged)
 
 
 def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], dict]) -> float | None:
+    quiet_libraries()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -47,6 +50,13 @@ def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], dict]) -> 
         raise
     print_summary(metrics)
     return metrics["test"]["accuracy"]
+
+
+def quiet_libraries() -> None:
+    """No download progress bars or library chatter in job logs (each launcher job is a fresh process)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def mark_failed(run_dir: Path, reason: str) -> None:

@@ -210,24 +210,46 @@ def format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
 
 
-SUMMARY_HEADER = ("dataset", "model", "shots", "method", "seeds", "test acc %", "test macro-F1 %",
-                  "trainable", "train s")
+SUMMARY_HEADER = (
+    "dataset",
+    "model",
+    "shots",
+    "method",
+    "seeds",
+    "test acc %",
+    "test macro-F1 %",
+    "trainable",
+    "train s",
+)
 INCOMPLETE_HEADER = ("run dir", "method", "seed", "status", "error")
 
 
 def summary_rows(summaries: list[GroupSummary]) -> list[list[str]]:
     return [
-        [str(s.dataset), str(s.model), str(s.shots), str(s.method), str(len(s.seeds)),
-         format_stat(s.stats["test_accuracy"]), format_stat(s.stats["test_macro_f1"]),
-         format_ratio(s.trainable_ratio), format_seconds(s.train_seconds)]
+        [
+            str(s.dataset),
+            str(s.model),
+            str(s.shots),
+            str(s.method),
+            str(len(s.seeds)),
+            format_stat(s.stats["test_accuracy"]),
+            format_stat(s.stats["test_macro_f1"]),
+            format_ratio(s.trainable_ratio),
+            format_seconds(s.train_seconds),
+        ]
         for s in summaries
     ]
 
 
 def incomplete_rows(runs: list[Run]) -> list[list[str]]:
     return [
-        [str(run.run_dir), str(run.metrics.get("method", "-")), str(run.metrics.get("seed", "-")),
-         run.status, run.problem or ""]
+        [
+            str(run.run_dir),
+            str(run.metrics.get("method", "-")),
+            str(run.metrics.get("seed", "-")),
+            run.status,
+            run.problem or "",
+        ]
         for run in runs
     ]
 
@@ -256,10 +278,23 @@ def markdown_report(summaries: list[GroupSummary], incomplete: list[Run]) -> str
     return text
 
 
-CSV_HEADER = ("dataset", "model", "shots", "method", "n_seeds", "seeds",
-              "test_accuracy_mean", "test_accuracy_std", "test_macro_f1_mean", "test_macro_f1_std",
-              "dev_accuracy_mean", "dev_accuracy_std", "trainable_params", "trainable_ratio",
-              "train_seconds_mean")
+CSV_HEADER = (
+    "dataset",
+    "model",
+    "shots",
+    "method",
+    "n_seeds",
+    "seeds",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "test_macro_f1_mean",
+    "test_macro_f1_std",
+    "dev_accuracy_mean",
+    "dev_accuracy_std",
+    "trainable_params",
+    "trainable_ratio",
+    "train_seconds_mean",
+)
 
 
 def csv_report(summaries: list[GroupSummary]) -> str:
@@ -267,10 +302,23 @@ def csv_report(summaries: list[GroupSummary]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for s in summaries:
-        stats = [value for key in ("test_accuracy", "test_macro_f1", "dev_accuracy")
-                 for value in (s.stats[key].mean, s.stats[key].std)]
-        row = [s.dataset, s.model, s.shots, s.method, len(s.seeds), " ".join(map(str, s.seeds)),
-               *stats, s.trainable_params, s.trainable_ratio, s.train_seconds]
+        stats = [
+            value
+            for key in ("test_accuracy", "test_macro_f1", "dev_accuracy")
+            for value in (s.stats[key].mean, s.stats[key].std)
+        ]
+        row = [
+            s.dataset,
+            s.model,
+            s.shots,
+            s.method,
+            len(s.seeds),
+            " ".join(map(str, s.seeds)),
+            *stats,
+            s.trainable_params,
+            s.trainable_ratio,
+            s.train_seconds,
+        ]
         writer.writerow(["" if value is None else value for value in row])
     return buffer.getvalue()
 
@@ -278,20 +326,37 @@ def csv_report(summaries: list[GroupSummary]) -> str:
 def json_report(summaries: list[GroupSummary], incomplete: list[Run], metric: str) -> str:
     """Raw fractions (not percentages), so other tools can recompute anything."""
     groups = [
-        {"dataset": s.dataset, "model": s.model, "shots": s.shots, "method": s.method,
-         "n_seeds": len(s.seeds), "seeds": s.seeds,
-         **{key: {"mean": stat.mean, "std": stat.std} for key, stat in s.stats.items()},
-         "trainable_params": s.trainable_params, "trainable_ratio": s.trainable_ratio,
-         "train_seconds_mean": s.train_seconds, "run_dirs": s.run_dirs}
+        {
+            "dataset": s.dataset,
+            "model": s.model,
+            "shots": s.shots,
+            "method": s.method,
+            "n_seeds": len(s.seeds),
+            "seeds": s.seeds,
+            **{key: {"mean": stat.mean, "std": stat.std} for key, stat in s.stats.items()},
+            "trainable_params": s.trainable_params,
+            "trainable_ratio": s.trainable_ratio,
+            "train_seconds_mean": s.train_seconds,
+            "run_dirs": s.run_dirs,
+        }
         for s in summaries
     ]
     others = [
-        {"run_dir": str(run.run_dir), "method": run.metrics.get("method"), "seed": run.metrics.get("seed"),
-         "status": run.status, "error": run.problem}
+        {
+            "run_dir": str(run.run_dir),
+            "method": run.metrics.get("method"),
+            "seed": run.metrics.get("seed"),
+            "status": run.status,
+            "error": run.problem,
+        }
         for run in incomplete
     ]
-    report = {"generated_at": datetime.now().isoformat(timespec="seconds"), "plot_metric": metric,
-              "groups": groups, "incomplete": others}
+    report = {
+        "generated_at": datetime.now().isoformat(timespec="seconds"),
+        "plot_metric": metric,
+        "groups": groups,
+        "incomplete": others,
+    }
     return json.dumps(report, indent=2) + "\n"
 
 
@@ -316,7 +381,7 @@ def plot_report(summaries: list[GroupSummary], metric: str, path: Path) -> None:
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     for ax, (key, members) in zip(axes, bar_panels.items(), strict=False):  # more axes than panels
         draw_bars(ax, members, stat_key, "{} / {} / K={}".format(*key))
-    for ax, (key, members) in zip(axes[len(bar_panels):], line_panels.items(), strict=False):
+    for ax, (key, members) in zip(axes[len(bar_panels) :], line_panels.items(), strict=False):
         draw_shot_lines(ax, members, stat_key, "{} / {}".format(*key))
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -344,8 +409,14 @@ def draw_bars(ax, members: list[GroupSummary], stat_key: str, title: str) -> Non
 def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
     for (method,), lines in panels_by(members, lambda s: (s.method,)).items():
         lines = sorted(lines, key=lambda s: number_first(s.shots))
-        ax.errorbar([s.shots for s in lines], [percent(s.stats[stat_key].mean) for s in lines],
-                    yerr=[percent(s.stats[stat_key].std) for s in lines], marker="o", capsize=3, label=method)
+        ax.errorbar(
+            [s.shots for s in lines],
+            [percent(s.stats[stat_key].mean) for s in lines],
+            yerr=[percent(s.stats[stat_key].std) for s in lines],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     shots = sorted({s.shots for s in members})
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
@@ -403,11 +474,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Aggregate the metrics.json files below sweep or run dirs (mean ± std over seeds).",
     )
     parser.add_argument("dirs", nargs="*", type=Path, help="sweep dir(s) or run dir(s), searched recursively")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where to write report.{md,csv,json,png} (default: the single given dir, "
-                             "else the current dir)")
-    parser.add_argument("--metric", choices=PLOTTABLE_METRICS, default="accuracy",
-                        help="test metric to plot (default: accuracy)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write report.{md,csv,json,png} (default: the single given dir, else the current dir)",
+    )
+    parser.add_argument("--metric", choices=PLOTTABLE_METRICS, default="accuracy", help="test metric to plot")
     return parser.parse_args(argv)
 
 

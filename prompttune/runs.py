@@ -26,6 +26,7 @@ def write_json(path: Path, payload: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, default=str)
+    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; run dirs are shared and read by others
     os.replace(tmp, path)
 
 

@@ -26,12 +26,21 @@ EXPECTED = {
 
 def completed_metrics(method: str, seed: int, accuracy: float, macro_f1: float, shots: int = 16) -> dict:
     return {
-        "status": "completed", "error": None, "command": "train",
-        "method": method, "dataset": "mr", "model": "smollm2_135m", "shots": shots, "seed": seed,
+        "status": "completed",
+        "error": None,
+        "command": "train",
+        "method": method,
+        "dataset": "mr",
+        "model": "smollm2_135m",
+        "shots": shots,
+        "seed": seed,
         "dev": {"accuracy": accuracy - 0.05, "macro_f1": macro_f1 - 0.05, "n": 32},
         "test": {"accuracy": accuracy, "macro_f1": macro_f1, "n": 200},
-        "params": {"trainable": 1000 if method == "pet" else 134515008, "total": 134515008,
-                   "ratio": 1000 / 134515008 if method == "pet" else 1.0},
+        "params": {
+            "trainable": 1000 if method == "pet" else 134515008,
+            "total": 134515008,
+            "ratio": 1000 / 134515008 if method == "pet" else 1.0,
+        },
         "train_seconds": 100.0 if seed == 13 else 120.0,
     }
 
@@ -164,11 +173,14 @@ def test_sweep_with_nothing_completed_yet_still_reports(tmp_path, capsys):
     assert not (tmp_path / "report.png").exists()
 
 
-@pytest.mark.parametrize("make_args", [
-    lambda tmp: [str(tmp)],  # empty dir: no metrics.json
-    lambda tmp: [],
-    lambda tmp: [str(tmp / "missing")],
-])
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda tmp: [str(tmp)],  # empty dir: no metrics.json
+        lambda tmp: [],
+        lambda tmp: [str(tmp / "missing")],
+    ],
+)
 def test_no_dir_or_no_metrics_is_a_one_line_error(tmp_path, capsys, make_args):
     assert report.main(make_args(tmp_path)) == 2
     captured = capsys.readouterr()

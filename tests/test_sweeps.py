@@ -27,8 +27,8 @@ def prompttune(*args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "PROMPTTUNE_N_JOBS"}  # default n_jobs
     # PYTHONPATH: submitit's job processes must import prompttune even when it is not pip-installed
     env |= {"PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run([sys.executable, "-m", "prompttune", *args], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "prompttune", *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert result.returncode == 0, f"exit {result.returncode}\n{output}"
     return result
@@ -54,7 +54,11 @@ def test_multirun_two_methods_two_seeds_then_report(tmp_path):
     sweep(tmp_path, "method=finetune,pet", "seed=13,21")
     metrics = job_metrics(tmp_path, 4)
     assert sorted((m["method"], m["seed"]) for m in metrics) == [
-        ("finetune", 13), ("finetune", 21), ("pet", 13), ("pet", 21)]
+        ("finetune", 13),
+        ("finetune", 21),
+        ("pet", 13),
+        ("pet", 21),
+    ]
 
     printed = prompttune("report", str(tmp_path)).stdout
     groups = {g["method"]: g for g in json.loads((tmp_path / "report.json").read_text())["groups"]}
@@ -100,7 +104,12 @@ def test_slurm_config_extends_the_plugin_with_our_defaults():
     assert slurm._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     resources = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
     assert {key: slurm[key] for key in resources} == {
-        "partition": None, "gpus_per_node": 1, "cpus_per_task": 4, "mem_gb": 32, "timeout_min": 120}
+        "partition": None,
+        "gpus_per_node": 1,
+        "cpus_per_task": 4,
+        "mem_gb": 32,
+        "timeout_min": 120,
+    }
     assert slurm.array_parallelism == 256  # the plugin's other keys are still there
 
 
@@ -112,8 +121,10 @@ def test_parallel_config_takes_n_jobs_from_the_environment(monkeypatch):
     assert parallel.n_jobs == 3 and parallel._target_ == JOBLIB_TARGET
 
 
-@pytest.mark.parametrize(("preset", "shots", "seeds"), [
-    ("lmbff", 16, "13,21,42,87,100"), ("quick", 8, "13,21,42")])
+PRESETS = [("lmbff", 16, "13,21,42,87,100"), ("quick", 8, "13,21,42")]
+
+
+@pytest.mark.parametrize(("preset", "shots", "seeds"), PRESETS)
 def test_experiment_presets_set_shots_seeds_and_only_known_trainer_keys(preset, shots, seeds):
     cfg = composed(f"experiment={preset}")
     assert cfg.shots == shots and cfg.seed == 13
@@ -137,9 +148,19 @@ def hydra_job():
     HydraConfig.instance().cfg = saved
 
 
-@pytest.mark.parametrize(("n_jobs", "cpus", "threads"), [
-    (2, 2, 1), (2, 16, 8), (3, 16, 5), (32, 16, 1), (-1, 16, 1), (-2, 16, 1), (-9, 16, 2), (1, 16, 16),
-])
+@pytest.mark.parametrize(
+    ("n_jobs", "cpus", "threads"),
+    [
+        (2, 2, 1),
+        (2, 16, 8),
+        (3, 16, 5),
+        (32, 16, 1),
+        (-1, 16, 1),
+        (-2, 16, 1),
+        (-9, 16, 2),
+        (1, 16, 16),
+    ],
+)
 def test_joblib_jobs_share_the_cores(n_jobs, cpus, threads):
     assert launching.threads_per_joblib_job(n_jobs, cpus) == threads
 
