@@ -1,5 +1,6 @@
 """`prompttune train|eval|report ...`: checks the config in one line, then hands over to Hydra."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> N
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(command, overrides=_with_user_config_dir(overrides, config_dir))
     except Exception as err:
-        raise UserError(f"{_first_line(err)} (`prompttune {command} --cfg job` shows the keys)") from None
+        raise UserError(_composition_problem(err, command)) from None
     validate(cfg)
 
 
@@ -119,6 +120,13 @@ def _check_group_choice(override: str, config_dir: Path | None) -> None:
     options = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
     if value not in options:
         raise UserError(f"{key} {value!r} is unknown; choose one of: {', '.join(options)}")
+
+
+def _composition_problem(err: Exception, command: str) -> str:
+    unknown_key = re.match(r"Could not override '([^']+)'", str(err))
+    if unknown_key and "not in struct" in str(err.__cause__):
+        return f"{unknown_key.group(1)} is not a config key; check its spelling (`prompttune {command} --cfg job` lists the keys)"
+    return f"{_first_line(err)} (`prompttune {command} --cfg job` shows the config)"
 
 
 def _first_line(err: Exception) -> str:

@@ -57,6 +57,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # offline, each failed request warns
 
 
 def mark_failed(run_dir: Path, reason: str) -> None:
