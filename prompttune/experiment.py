@@ -86,13 +86,18 @@ def timed_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tu
     return metrics, time.perf_counter() - started
 
 
-def run_train(cfg: DictConfig, run_dir: Path) -> dict:
-    metrics = describe(cfg, "train", run_dir)
+def start(cfg: DictConfig, command: str, run_dir: Path) -> tuple[dict, Splits, Setup]:
+    """Mark the run as running, draw and save the split, build the method."""
+    metrics = describe(cfg, command, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     validate(cfg)
     splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed))
     write_json(run_dir / "splits.json", splits.to_json())
-    setup = build(cfg, has_text_b(splits))
+    return metrics, splits, build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+    metrics, splits, setup = start(cfg, "train", run_dir)
     log.info(
         "%s on %s with %s: %d train, %d dev, %d test",
         cfg.method.name,
@@ -133,19 +138,14 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
-def has_text_b(splits: Splits) -> bool:
-    return any(e.text_b is not None for e in splits.train + splits.dev + splits.test)
+def has_text_b(examples: list[Example]) -> bool:
+    return any(e.text_b is not None for e in examples)
 
 
 def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     if cfg.run is not None:
         return _eval_trained(cfg, run_dir, overrides)
-    metrics = describe(cfg, "eval", run_dir)
-    write_json(run_dir / "metrics.json", metrics)
-    validate(cfg)
-    splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed))
-    write_json(run_dir / "splits.json", splits.to_json())
-    setup = build(cfg, has_text_b(splits))
+    metrics, splits, setup = start(cfg, "eval", run_dir)
     return _finish_eval(metrics, setup, cfg, splits.dev, splits.test, run_dir)
 
 
@@ -162,7 +162,7 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     metrics = describe(merged, "eval", run_dir) | {"source_run": str(source_dir)}
     write_json(run_dir / "metrics.json", metrics)
     dev, test = load_split_examples(source_dir, "dev"), load_split_examples(source_dir, "test")
-    setup = build(merged, any(e.text_b is not None for e in dev + test))
+    setup = build(merged, has_text_b(dev + test))
     setup.method.load_trainable_state(state)
     return _finish_eval(metrics, setup, merged, dev, test, run_dir)
 

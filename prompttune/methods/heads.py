@@ -47,12 +47,16 @@ class VerbalizerHead(nn.Module):
 
     def forward(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.backbone.kind == "causal" and self.verbalizer.max_tokens > 1:
-            word_scores = self._causal_multi_token(hidden_fn, batch)
-        else:
-            hidden = hidden_fn(batch["input_ids"], batch["attention_mask"], batch["soft_positions"])
-            log_probs = self.backbone.lm_log_probs(pick(hidden, batch["mask_positions"]))
-            word_scores = self.verbalizer.word_scores(log_probs)
-        return self.verbalizer.label_scores(word_scores)
+            return self.verbalizer.label_scores(self._causal_multi_token(hidden_fn, batch))
+        hidden = pick(
+            hidden_fn(batch["input_ids"], batch["attention_mask"], batch["soft_positions"]), batch["mask_positions"]
+        )
+        if self.verbalizer.max_tokens == 1:
+            # One token per word: the logits of the label words alone. They differ from log-probabilities by
+            # the same normaliser for every word, which no softmax over the classes can see.
+            word_ids = self.verbalizer.word_ids[:, 0].to(hidden.device)
+            return self.verbalizer.label_scores(self.backbone.token_logits(hidden[:, 0], word_ids))
+        return self.verbalizer.label_scores(self.verbalizer.word_scores(self.backbone.lm_log_probs(hidden)))
 
     def _causal_multi_token(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Teacher-force every word after the pattern: one row per (example, word), one forward for all."""

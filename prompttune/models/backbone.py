@@ -1,5 +1,6 @@
 """One interface over masked LMs, causal LMs and plain encoders: hidden states, and LM scores where needed."""
 
+import copy
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -20,6 +21,15 @@ def write_at(states: torch.Tensor, positions: torch.Tensor, vectors: torch.Tenso
     return states.scatter(1, index, values)
 
 
+def _with_identity_at(module: nn.Module, path: list[str]) -> nn.Module:
+    """A shallow copy of module whose submodule at path is nn.Identity; every parameter stays shared."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    name, rest = path[0], path[1:]
+    clone._modules[name] = _with_identity_at(module._modules[name], rest) if rest else nn.Identity()
+    return clone
+
+
 class Backbone(nn.Module):
     def __init__(self, loaded: Loaded, name: str):
         super().__init__()
@@ -30,6 +40,7 @@ class Backbone(nn.Module):
         self.body = self.model.base_model
         self.embeddings = self.model.get_input_embeddings()
         self.hidden_size = self.model.config.hidden_size
+        self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
 
     def hidden_states(
         self,
@@ -58,6 +69,26 @@ class Backbone(nn.Module):
     def lm_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary log-probabilities for the given hidden states only ([..., H] -> [..., V])."""
         return self.lm_head(hidden).float().log_softmax(-1)
+
+    def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """LM logits of the given tokens only ([N, H], [K] -> [N, K]): the head's transform, then the
+        output embeddings of those tokens, never the whole vocabulary."""
+        features = self._head_transform()(hidden)
+        decoder = self.model.get_output_embeddings()
+        logits = features @ decoder.weight[token_ids].T
+        if decoder.bias is not None:
+            logits = logits + decoder.bias[token_ids]
+        return logits.float()
+
+    def _head_transform(self) -> nn.Module:
+        """The LM head with its vocabulary projection replaced by identity, sharing the head's parameters."""
+        if "head_transform" not in self._derived:
+            head, decoder = self.lm_head, self.model.get_output_embeddings()
+            path = next((name for name, m in head.named_modules() if m is decoder), None)
+            if path is None:
+                raise UserError(f"model {self.name}: its output embeddings are not inside its LM head")
+            self._derived["head_transform"] = _with_identity_at(head, path.split(".")) if path else nn.Identity()
+        return self._derived["head_transform"]
 
     def transformer_layers(self) -> nn.ModuleList:
         n_layers = self.model.config.num_hidden_layers
