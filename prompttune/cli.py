@@ -125,7 +125,8 @@ def _check_group_choice(override: str, config_dir: Path | None) -> None:
 def _composition_problem(err: Exception, command: str) -> str:
     unknown_key = re.match(r"Could not override '([^']+)'", str(err))
     if unknown_key and "not in struct" in str(err.__cause__):
-        return f"{unknown_key.group(1)} is not a config key; check its spelling (`prompttune {command} --cfg job` lists the keys)"
+        key = unknown_key.group(1)
+        return f"{key} is not a config key; check its spelling (`prompttune {command} --cfg job` lists the keys)"
     return f"{_first_line(err)} (`prompttune {command} --cfg job` shows the config)"
 
 
