@@ -75,6 +75,15 @@ def test_multirun_two_methods_two_seeds_then_report(tmp_path):
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    # lr=1e30 blows the weights up, so the loss becomes NaN; the sweep goes on to the next job
+    sweep(tmp_path, "method=finetune", "trainer.lr=1e30,1e-3", "trainer.max_steps=3")
+    failed, completed = (json.loads((tmp_path / str(job) / "metrics.json").read_text()) for job in range(2))
+    assert failed["status"] == "failed" and "loss became nan" in failed["error"]
+    assert completed["status"] == "completed"
+    assert "failed" in prompttune("report", str(tmp_path)).stdout
+
+
 def test_joblib_launcher_runs_a_two_job_sweep(tmp_path):
     result = sweep(tmp_path, "hydra/launcher=parallel", "method=pet", "seed=13,21")
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
