@@ -120,6 +120,19 @@ class Backbone(nn.Module):
             for handle in handles:
                 handle.remove()
 
+    @torch.no_grad()
+    def layer_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Every layer's input hidden states for one sequence [L] -> [layers, L, H]."""
+        captured: list[torch.Tensor] = []
+
+        def record(_index: int, states: torch.Tensor) -> torch.Tensor:
+            captured.append(states[0])
+            return states
+
+        with self.layer_inputs_rewritten(record):
+            self.hidden_states(input_ids[None], torch.ones_like(input_ids)[None])
+        return torch.stack(captured)
+
     def freeze(self) -> None:
         for param in self.parameters():
             param.requires_grad_(False)
