@@ -31,5 +31,18 @@ lint: install
 	$(BIN)/ruff check prompttune tests
 	$(BIN)/ruff format --check prompttune tests
 
+# A small sweep on the offline default: experiment=quick (K=8, seeds 13/21/42, 8 steps of batch 4) on mr with
+# SmolLM2-135M, finetune vs pet, 2 jobs at a time: about 6 minutes on 2 CPU cores.
+SWEEP_ARGS ?= method=finetune,pet
+
+sweep: install
+	$(BIN)/prompttune train -m experiment=quick dataset=mr model=smollm2_135m hydra/launcher=parallel $(SWEEP_ARGS)
+
+# The newest sweep under outputs/multirun (<date>/<time> names sort in time order); REPORT_DIR=... for another.
+report: install
+	@dir="$${REPORT_DIR:-$$(ls -d outputs/multirun/*/*/ 2>/dev/null | sort | tail -n 1)}"; \
+	if [ -z "$$dir" ]; then echo "error: no sweep under outputs/multirun; run make sweep first" >&2; exit 2; fi; \
+	$(BIN)/prompttune report "$$dir"
+
 clean:
 	rm -rf $(VENV) *.egg-info

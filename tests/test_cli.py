@@ -79,6 +79,41 @@ def test_prompt_only_checkpoint_reproduces(tmp_path):
     assert metrics_of(eval_dir)["test"] == trained["test"]
 
 
+def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+    args = ["method=ptuning_v1", "model=tiny_llama", "shots=2", "trainer.max_steps=3", "dataset.test_size=12"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for run_dir in (first, second):
+        assert prompttune("train", *args, f"hydra.run.dir={run_dir}").returncode == 0
+    for key in ("dev", "test", "history"):
+        assert metrics_of(first)[key] == metrics_of(second)[key]
+
+
+def test_user_config_dir_with_a_local_csv_dataset(tmp_path):
+    for name, first in (("train.csv", 0), ("test.csv", 100)):  # test texts differ: they leave the pool
+        rows = [
+            f"{'a great film' if i % 2 else 'a dull film'} {i},{'pos' if i % 2 else 'neg'}"
+            for i in range(first, first + 30)
+        ]
+        (tmp_path / name).write_text("\n".join(["review,sentiment", *rows]) + "\n")
+    (tmp_path / "configs" / "dataset").mkdir(parents=True)
+    (tmp_path / "configs" / "dataset" / "my_reviews.yaml").write_text(f"""
+name: my_reviews
+source: local
+labels: [negative, positive]
+test_size: null
+local: {{format: csv, train: {tmp_path}/train.csv, test: {tmp_path}/test.csv, text_a: review, label: sentiment,
+        label_map: {{neg: negative, pos: positive}}}}
+patterns:
+  - {{template: "{{text_a}} It was {{mask}}.", verbalizer: {{negative: [terrible], positive: [great]}}}}
+  - {{template: "{{text_a}} In short, {{mask}}.", verbalizer: {{negative: [bad], positive: [good]}}}}
+""")
+    args = ["--config-dir", str(tmp_path / "configs"), "dataset=my_reviews", "method=pet", *TINY[:3]]
+    result = prompttune("train", *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    metrics = metrics_of(tmp_path / "run")
+    assert metrics["dataset"] == "my_reviews" and metrics["test"]["n"] == 30
+
+
 def test_zero_shot_eval_writes_metrics(tmp_path):
     result = prompttune(
         "eval",
