@@ -2,6 +2,7 @@
 
 import logging
 import math
+import re
 import resource
 import time
 from dataclasses import dataclass
@@ -107,9 +108,25 @@ def describe(cfg: DictConfig, command: str, run_dir: Path) -> dict:
     }
 
 
+def reset_peak_memory() -> None:
+    """Start this job's peak memory afresh: sequential sweep jobs share one process."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on CPU, since reset_peak_memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        peak = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        if peak:
+            return int(peak.group(1)) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
@@ -121,6 +138,7 @@ def timed_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tu
 
 def start(cfg: DictConfig, command: str, run_dir: Path) -> tuple[dict, Splits, Setup]:
     """Mark the run as running, draw and save the split, build the method."""
+    reset_peak_memory()
     metrics = describe(cfg, command, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     validate(cfg)
@@ -192,6 +210,7 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         if not key.startswith(EVAL_OVERRIDABLE):
             raise UserError(f"eval run=... takes {key} from the run; only trainer.* and method.calibration may change")
     merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("run=")]))
+    reset_peak_memory()
     metrics = describe(merged, "eval", run_dir) | {"source_run": str(source_dir)}
     write_json(run_dir / "metrics.json", metrics)
     dev, test = load_split_examples(source_dir, "dev"), load_split_examples(source_dir, "test")
