@@ -37,7 +37,8 @@ class LinearHead(nn.Module):
 
 
 class VerbalizerHead(nn.Module):
-    """Class logits = label-word log-probabilities at the mask (MLM) or after the pattern (causal LM)."""
+    """Class logits from the label words at the mask (MLM) or after the pattern (causal LM): their logits for
+    one-token words, the summed log-probabilities of their tokens otherwise."""
 
     def __init__(self, backbone: Backbone, verbalizer: Verbalizer):
         super().__init__()
