@@ -28,8 +28,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check prompttune tests
-	$(BIN)/ruff format --check prompttune tests
+	$(BIN)/ruff check prompttune tests scripts
+	$(BIN)/ruff format --check prompttune tests scripts
 
 # A small sweep on the offline default: experiment=quick (K=8, seeds 13/21/42, 8 steps of batch 4) on mr with
 # SmolLM2-135M, finetune vs pet, 2 jobs at a time: about 6 minutes on 2 CPU cores.

@@ -71,14 +71,26 @@ def main() -> None:
     rows = []
     for method in args.methods:
         for precision in args.precisions:
-            command = [sys.executable, __file__, "--one", method, precision, "--model", args.model,
-                       "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                method,
+                precision,
+                "--model",
+                args.model,
+                "--steps",
+                str(args.steps),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\n| method | precision | s/step (batch {args.batch_size}) | trainable | peak MB |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['precision']} | {r['seconds_per_step']} | {r['trainable']:,} | {r['peak_memory_mb']} |")
+        cells = [r["method"], r["precision"], r["seconds_per_step"], f"{r['trainable']:,}", r["peak_memory_mb"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 if __name__ == "__main__":
