@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from prompttune.data import Splits, load_splits, validate_dataset_config
@@ -93,6 +94,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_REPORT_KEYS = {"seed", "method", "dataset", "model", "shots", "run"}  # reports group or average by these
+
+
+def settings_of(overrides: list[str]) -> list[str]:
+    """The command-line settings besides those reports group and average by: runs of one method that differ
+    in them (e.g. method.pattern_id) are reported apart."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in _REPORT_KEYS]
+    return sorted(o for o in kept if not o.startswith("hydra"))
+
+
+def job_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def describe(cfg: DictConfig, command: str, run_dir: Path) -> dict:
     return {
         "status": "running",
@@ -103,6 +118,7 @@ def describe(cfg: DictConfig, command: str, run_dir: Path) -> dict:
         "model": cfg.model.name,
         "shots": int(cfg.shots),
         "seed": int(cfg.seed),
+        "settings": settings_of(job_overrides()),
         "run_dir": str(run_dir),
         "started_at": now(),
     }

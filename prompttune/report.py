@@ -130,14 +130,27 @@ def one_line(text: str) -> str:
 
 
 def summarize(runs: list[Run]) -> list[GroupSummary]:
-    """One summary per (dataset, model, shots, method), over the completed runs only."""
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    """One summary per (dataset, model, shots, method and the settings its runs differ in), over the
+    completed runs only."""
+    by_method: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.problem is None:
             dataset, model, shots, _ = (run.metrics[key] for key in GROUP_KEYS)
-            groups[(dataset, model, shots, method_label(run.metrics))].append(run)
+            by_method[(dataset, model, shots, method_label(run.metrics))].append(run)
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for (dataset, model, shots, method), members in by_method.items():
+        common = set.intersection(*(run_settings(run) for run in members))
+        for run in members:
+            variant = " ".join(sorted(run_settings(run) - common))
+            groups[(dataset, model, shots, f"{method} {variant}".strip())].append(run)
     summaries = [summarize_group(key, members) for key, members in groups.items()]
     return sorted(summaries, key=summary_order)
+
+
+def run_settings(run: Run) -> set[str]:
+    """The run's command-line settings besides seed and the grouping keys (metrics.json `settings`)."""
+    settings = run.metrics.get("settings")
+    return {str(s) for s in settings} if isinstance(settings, list) else set()
 
 
 def summary_order(summary: "GroupSummary") -> tuple:

@@ -75,6 +75,16 @@ def test_multirun_two_methods_two_seeds_then_report(tmp_path):
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_runs_differing_in_more_than_the_seed_are_not_averaged_together(tmp_path):
+    sweep(tmp_path, "method=pet", "method.pattern_id=0,1", "seed=13,21")
+    groups = {
+        g["method"]: g
+        for g in json.loads((prompttune("report", str(tmp_path)), tmp_path / "report.json")[1].read_text())["groups"]
+    }
+    assert sorted(groups) == ["pet method.pattern_id=0", "pet method.pattern_id=1"]
+    assert all(g["n_seeds"] == 2 for g in groups.values())
+
+
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     # lr=1e30 blows the weights up, so the loss becomes NaN; the sweep goes on to the next job
     sweep(tmp_path, "method=finetune", "trainer.lr=1e30,1e-3", "trainer.max_steps=3")
