@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from prompttune.data import Splits, load_splits, validate_dataset_config
 from prompttune.data.records import Example
 from prompttune.errors import UserError
+from prompttune.files import write_json
 from prompttune.methods import build_method, method_config
 from prompttune.methods.base import Method, Task
 from prompttune.models.backbone import Backbone
 from prompttune.models.loading import load_backbone
-from prompttune.runs import load_run, load_split_examples, now, save_checkpoint, write_json
+from prompttune.runs import load_run, load_split_examples, now, save_checkpoint
 from prompttune.training.loop import evaluate, train
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,14 @@ def describe(cfg: DictConfig, command: str, run_dir: Path) -> dict:
     }
 
 
+def begin(cfg: DictConfig, command: str, run_dir: Path, **extra) -> dict:
+    """Mark the run as running in its metrics.json, and start measuring its peak memory."""
+    reset_peak_memory()
+    metrics = describe(cfg, command, run_dir) | extra
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
 def reset_peak_memory() -> None:
     """Start this job's peak memory afresh: sequential sweep jobs share one process."""
     if torch.cuda.is_available():
@@ -154,9 +163,7 @@ def timed_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tu
 
 def start(cfg: DictConfig, command: str, run_dir: Path) -> tuple[dict, Splits, Setup]:
     """Mark the run as running, draw and save the split, build the method."""
-    reset_peak_memory()
-    metrics = describe(cfg, command, run_dir)
-    write_json(run_dir / "metrics.json", metrics)
+    metrics = begin(cfg, command, run_dir)
     validate(cfg)
     splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed))
     write_json(run_dir / "splits.json", splits.to_json())
@@ -226,9 +233,7 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         if not key.startswith(EVAL_OVERRIDABLE):
             raise UserError(f"eval run=... takes {key} from the run; only trainer.* and method.calibration may change")
     merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("run=")]))
-    reset_peak_memory()
-    metrics = describe(merged, "eval", run_dir) | {"source_run": str(source_dir)}
-    write_json(run_dir / "metrics.json", metrics)
+    metrics = begin(merged, "eval", run_dir, source_run=str(source_dir))
     dev, test = load_split_examples(source_dir, "dev"), load_split_examples(source_dir, "test")
     setup = build(merged, has_text_b(dev + test))
     setup.method.load_trainable_state(state)

@@ -17,8 +17,9 @@ from rich.table import Table
 from transformers.utils import logging as hf_logging
 
 from prompttune.errors import UserError
+from prompttune.files import write_json
 from prompttune.launching import torch_threads_for_job
-from prompttune.runs import now, write_json
+from prompttune.runs import now
 from prompttune.training.loop import TrainingDiverged
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,8 @@ import csv
 import io
 import json
 import math
-import os
 import statistics
 import sys
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prompttune.errors import UserError
+from prompttune.files import write_atomically, write_text
 
 METRICS_FILE = "metrics.json"
 GROUP_KEYS = ("dataset", "model", "shots", "method")
@@ -447,29 +446,12 @@ def percent(value: float | None) -> float:
 # ---------------------------------------------------------------- writing
 
 
-def write_atomically(path: Path, write) -> None:
-    """Write through a temp file in the same dir, then rename: readers never see a half-written file.
-    (Not tempfile.NamedTemporaryFile: its 0600 mode would stick to the report after the rename.)"""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
 def write_reports(out: Path, summaries: list[GroupSummary], incomplete: list[Run], metric: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"report.{suffix}" for suffix in ("md", "csv", "json", "png")]
-    write_text_atomically(paths[0], markdown_report(summaries, incomplete))
-    write_text_atomically(paths[1], csv_report(summaries))
-    write_text_atomically(paths[2], json_report(summaries, incomplete, metric))
+    write_text(paths[0], markdown_report(summaries, incomplete))
+    write_text(paths[1], csv_report(summaries))
+    write_text(paths[2], json_report(summaries, incomplete, metric))
     if summaries:
         plot_report(summaries, metric, paths[3])
     else:

@@ -1,17 +1,16 @@
 """The run directory: metrics.json, splits.json, checkpoint/ (safetensors), written atomically."""
 
 import json
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
+from prompttune.files import write_atomically
 
 CHECKPOINT = "checkpoint/trainable.safetensors"
 
@@ -20,23 +19,11 @@ def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; run dirs are shared and read by others
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], cfg: DictConfig) -> int:
     """Save the trainable parameters only, with the resolved config beside them; returns the file's size."""
     path = run_dir / CHECKPOINT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata={"format": "pt"})
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    write_atomically(path, lambda handle: handle.write(save(tensors, metadata={"format": "pt"})))
     OmegaConf.save(cfg, path.parent / "config.yaml", resolve=True)
     return path.stat().st_size
 
