@@ -18,7 +18,6 @@ from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.methods import build_method, method_config
 from prompttune.methods.base import Method, Task
-from prompttune.models.backbone import Backbone
 from prompttune.models.loading import load_backbone
 from prompttune.runs import load_run, load_split_examples, now, save_checkpoint
 from prompttune.training.loop import evaluate, train
@@ -82,7 +81,7 @@ def task_of(dataset_cfg: DictConfig, splits_have_text_b: bool) -> Task:
 def build(cfg: DictConfig, has_text_b: bool) -> Setup:
     device = pick_device(cfg.trainer.device)
     torch.manual_seed(int(cfg.seed))
-    backbone = Backbone(load_backbone(cfg.model), cfg.model.name)
+    backbone = load_backbone(cfg.model)
     method = build_method(cfg.method, backbone, task_of(cfg.dataset, has_text_b), int(cfg.model.max_length))
     return Setup(method.to(device), device)
 

@@ -5,6 +5,7 @@ from transformers import AutoTokenizer
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
+from prompttune.models.families import CausalLM, MaskedLM
 from prompttune.models.loading import package_dir
 from prompttune.prompts.encoding import TemplateEncoder, collate
 from prompttune.prompts.template import allocate_lengths, parse_template
@@ -48,7 +49,7 @@ def test_allocate_cuts_longest_first():
 
 
 def test_mlm_encoding_places_masks_and_special_tokens(wordpiece):
-    encoder = TemplateEncoder(parse_template("{text_a} It was {mask}."), wordpiece, "mlm", 32, mask_tokens=2)
+    encoder = TemplateEncoder(parse_template("{text_a} It was {mask}."), wordpiece, MaskedLM, 32, mask_tokens=2)
     [enc] = encoder.encode([Example("x", "a fine film", 1)])
     tokens = wordpiece.convert_ids_to_tokens(enc.input_ids)
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
@@ -57,18 +58,18 @@ def test_mlm_encoding_places_masks_and_special_tokens(wordpiece):
 
 
 def test_text_b_missing_is_an_error(wordpiece):
-    encoder = TemplateEncoder(parse_template("{text_a} {text_b} {mask}"), wordpiece, "mlm", 32)
+    encoder = TemplateEncoder(parse_template("{text_a} {text_b} {mask}"), wordpiece, MaskedLM, 32)
     with pytest.raises(UserError, match="no text_b"):
         encoder.encode([Example("x", "a", 0)])
 
 
 def test_template_longer_than_max_length(wordpiece):
     with pytest.raises(UserError, match="max_length"):
-        TemplateEncoder(parse_template("{soft:40}{text_a} {mask}"), wordpiece, "mlm", 32)
+        TemplateEncoder(parse_template("{soft:40}{text_a} {mask}"), wordpiece, MaskedLM, 32)
 
 
 def test_collate_pads_right(wordpiece):
-    encoder = TemplateEncoder(parse_template("{soft:2}{text_a} {mask}"), wordpiece, "mlm", 32)
+    encoder = TemplateEncoder(parse_template("{soft:2}{text_a} {mask}"), wordpiece, MaskedLM, 32)
     batch = collate(encoder.encode([Example("a", "short", 0), Example("b", "a much longer text here", 1)]), 0)
     assert batch["input_ids"].shape == batch["attention_mask"].shape
     assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()
@@ -81,15 +82,15 @@ def test_collate_pads_right(wordpiece):
     text_a=st.text(min_size=0, max_size=400),
     text_b=st.text(min_size=0, max_size=400),
     max_length=st.integers(min_value=16, max_value=64),
-    kind=st.sampled_from(["mlm", "causal"]),
+    family=st.sampled_from([MaskedLM, CausalLM]),
 )
-def test_any_text_survives_truncation_with_its_mask(wordpiece, text_a, text_b, max_length, kind):
+def test_any_text_survives_truncation_with_its_mask(wordpiece, text_a, text_b, max_length, family):
     template = parse_template("{soft:2}{text_a} Question: {text_b}? Answer: {mask}.")
-    encoder = TemplateEncoder(template, wordpiece, kind, max_length, mask_tokens=1)
+    encoder = TemplateEncoder(template, wordpiece, family, max_length, mask_tokens=1)
     [enc] = encoder.encode([Example("h", text_a, 0, text_b)])
     assert len(enc.input_ids) <= max_length
     assert len(enc.mask_positions) == 1
-    if kind == "mlm":
+    if family is MaskedLM:
         assert enc.input_ids[enc.mask_positions[0]] == wordpiece.mask_token_id
     else:  # cut at the mask: the scored position is the last token, right after "Answer:"
         assert enc.mask_positions[0] == len(enc.input_ids) - 1

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from prompttune.errors import UserError
+from prompttune.models.families import MaskedLM
 from prompttune.prompts.encoding import collate
 from prompttune.prompts.verbalizer import Verbalizer
 from tests.conftest import build_method, toy_examples
@@ -17,7 +18,7 @@ def reference_word_scores(method, examples) -> torch.Tensor:
         scores = []
         for word, length in zip(verbalizer.word_ids.tolist(), verbalizer.word_lengths.tolist(), strict=True):
             word = word[:length]
-            if method.backbone.kind == "mlm":  # a shorter word leaves the last masks unscored
+            if isinstance(method.backbone, MaskedLM):  # a shorter word leaves the last masks unscored
                 log_probs = model(torch.tensor([enc.input_ids])).logits[0].log_softmax(-1)
                 scores.append(sum(log_probs[p, w] for p, w in zip(enc.mask_positions, word, strict=False)))
             else:

