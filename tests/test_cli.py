@@ -166,3 +166,19 @@ def test_cfg_job_prints_the_resolved_config():
     assert result.returncode == 0, result.stderr
     cfg = OmegaConf.create(result.stdout)
     assert cfg.method.name == "ptuning_v1" and cfg.shots == 16 and cfg.seed == 13
+
+
+def test_every_method_trains_on_tiny_t5_and_eval_reproduces_it(tmp_path):
+    methods = ["finetune", "pet", "prompt_tuning", "ptuning_v1", "ptuning_v2"]
+    args = ["model=tiny_t5", "shots=2", "trainer.max_steps=2", "dataset.test_size=12"]
+    swept = prompttune("train", "-m", f"method={','.join(methods)}", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert swept.returncode == 0, swept.stderr
+    runs = {metrics_of(p.parent)["method"]: p.parent for p in (tmp_path / "sweep").rglob("metrics.json")}
+    assert sorted(runs) == methods
+    for method, run_dir in runs.items():
+        trained = metrics_of(run_dir)
+        assert trained["status"] == "completed", trained.get("error")
+        eval_dir = tmp_path / f"eval-{method}"
+        evaluated = prompttune("eval", f"run={run_dir}", f"hydra.run.dir={eval_dir}")
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert metrics_of(eval_dir)["test"] == trained["test"], method

@@ -23,7 +23,7 @@ FROZEN_METHODS = {
         ("deep_prompts.",),
     ),
 }
-MODELS = ["tiny_bert", "tiny_llama"]
+MODELS = ["tiny_bert", "tiny_llama", "tiny_t5"]
 
 
 def method_overrides(name: str, extra: list[str]) -> list[str]:

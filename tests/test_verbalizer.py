@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from prompttune.errors import UserError
-from prompttune.models.families import MaskedLM
+from prompttune.models.families import EncoderDecoder, MaskedLM
 from prompttune.prompts.encoding import collate
 from prompttune.prompts.verbalizer import Verbalizer
 from tests.conftest import build_method, toy_examples
@@ -12,7 +12,7 @@ MULTI_TOKEN = "method.verbalizer={negative:[flabbergasting],positive:[good]}"
 
 def reference_word_scores(method, examples) -> torch.Tensor:
     """Slow reference: full-vocabulary logits from the model's own forward, one example and word at a time."""
-    model, verbalizer = method.backbone.model, method.head.verbalizer
+    model, verbalizer, tokenizer = method.backbone.model, method.head.verbalizer, method.backbone.tokenizer
     rows = []
     for enc in method.encode(examples):
         scores = []
@@ -21,6 +21,13 @@ def reference_word_scores(method, examples) -> torch.Tensor:
             if isinstance(method.backbone, MaskedLM):  # a shorter word leaves the last masks unscored
                 log_probs = model(torch.tensor([enc.input_ids])).logits[0].log_softmax(-1)
                 scores.append(sum(log_probs[p, w] for p, w in zip(enc.mask_positions, word, strict=False)))
+            elif isinstance(method.backbone, EncoderDecoder):  # T5's target: <pad> <extra_id_0> word ...
+                sentinel = tokenizer.convert_tokens_to_ids("<extra_id_0>")
+                assert enc.input_ids.count(sentinel) == 1 and tokenizer.mask_token_id not in enc.input_ids
+                target = [model.config.decoder_start_token_id, sentinel, *word[:-1]]
+                logits = model(input_ids=torch.tensor([enc.input_ids]), decoder_input_ids=torch.tensor([target])).logits
+                log_probs = logits[0].log_softmax(-1)
+                scores.append(sum(log_probs[1 + j, w] for j, w in enumerate(word)))
             else:
                 ids = torch.tensor([enc.input_ids + word[:-1]])
                 log_probs = model(ids).logits[0].log_softmax(-1)
@@ -38,14 +45,14 @@ def fast_and_reference(model: str, *overrides: str) -> tuple[torch.Tensor, torch
         return fast, reference_word_scores(method, examples)
 
 
-@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama", "tiny_t5"])
 def test_multi_token_scores_match_reference(model):
     assert build_method("method=pet", f"model={model}", MULTI_TOKEN).head.verbalizer.max_tokens > 1
     fast, slow = fast_and_reference(model, MULTI_TOKEN)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama", "tiny_t5"])
 def test_single_token_label_logits_give_the_reference_class_probabilities(model):
     fast, slow = fast_and_reference(model)  # the label words alone, without the vocabulary's normaliser
     torch.testing.assert_close(fast.log_softmax(-1), slow.log_softmax(-1), atol=1e-5, rtol=1e-5)

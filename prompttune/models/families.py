@@ -5,8 +5,11 @@ words are scored, which modules are the prompt layers and where the LM head is. 
 model config to its family; methods, heads and encoding only ask the family.
 """
 
+from contextlib import contextmanager
+
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 from prompttune.errors import UserError
 from prompttune.models.backbone import Backbone, HiddenFn, pick
@@ -70,3 +73,88 @@ class EncoderOnly(Backbone):
             f"model {self.name} has no LM head, so label words cannot be scored; use method.head=linear "
             "(or method=finetune / ptuning_v2), or a masked or causal LM"
         )
+
+
+class EncoderDecoder(Backbone):
+    """T5: {mask} is the sentinel <extra_id_0>, one token standing for the whole span, as in T5's span-corruption
+    pretraining. The encoder reads the template; a label word is scored as what the decoder writes after the
+    sentinel (decoder input: start token, sentinel, the word's tokens; score: the summed log-probabilities of
+    the word's tokens), the encoder run once per example. A linear head pools the encoder's states (mean over
+    the text). The prompt layers are the encoder's blocks then the decoder's, as PEFT's. T5 rescales the
+    decoder's states by d_model**-0.5 before its tied LM head; so does this family."""
+
+    architectures = ("ForConditionalGeneration",)
+    auto_class = AutoModelForSeq2SeqLM
+    sentinel = "<extra_id_0>"
+
+    def __init__(self, model, tokenizer, name: str):
+        super().__init__(model, tokenizer, name)
+        self._decoder_ids: torch.Tensor | None = None  # set while label words are scored
+
+    @classmethod
+    def mask_ids(cls, tokenizer, n_tokens: int) -> list[int]:
+        sentinel = tokenizer.convert_tokens_to_ids(cls.sentinel)
+        if sentinel is None or sentinel == tokenizer.unk_token_id:
+            raise UserError(f"the tokenizer has no sentinel token {cls.sentinel}, which stands for {{mask}} in T5")
+        return [sentinel]
+
+    @property
+    def body(self) -> nn.Module:
+        return self.model  # T5's base_model is the whole model
+
+    def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's states; while decoding, the decoder's states for the decoder inputs, each example's
+        encoding shared by its consecutive rows of decoder inputs."""
+        encoded = self.model.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        if self._decoder_ids is None:
+            return encoded
+        rows = self._decoder_ids.shape[0] // encoded.shape[0]
+        return self.model.decoder(
+            input_ids=self._decoder_ids,
+            encoder_hidden_states=encoded.repeat_interleave(rows, 0),
+            encoder_attention_mask=attention_mask.repeat_interleave(rows, 0),
+        ).last_hidden_state
+
+    @contextmanager
+    def decoding(self, decoder_ids: torch.Tensor):
+        self._decoder_ids = decoder_ids
+        try:
+            yield
+        finally:
+            self._decoder_ids = None
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1)
+
+    def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
+        ids = batch["input_ids"]
+        n = ids.shape[0]
+        words, lengths = verbalizer.word_ids.to(ids.device), verbalizer.word_lengths.to(ids.device)
+        n_words, t = words.shape
+        start = ids.new_tensor([self.model.config.decoder_start_token_id, self.mask_ids(self.tokenizer, 1)[0]])
+        if t == 1:  # every word is one token: one decoder row per example, the words' logits after the sentinel
+            hidden = self._decoded(hidden_fn, batch, start.expand(n, -1))
+            return self.token_logits(hidden[:, 1], words[:, 0])
+        decoder_ids = torch.cat([start.expand(n_words, -1), words[:, :-1]], 1).repeat(n, 1)  # [N*W, T + 1]
+        log_probs = self.lm_log_probs(self._decoded(hidden_fn, batch, decoder_ids)[:, 1:])  # [N*W, T, V]
+        own = log_probs.gather(2, words.repeat(n, 1).unsqueeze(-1)).squeeze(-1)
+        steps = torch.arange(t, device=ids.device)
+        return (own * (steps[None, :] < lengths.repeat(n)[:, None])).sum(1).view(n, n_words)
+
+    def _decoded(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], decoder_ids: torch.Tensor):
+        with self.decoding(decoder_ids):
+            return hidden_fn(batch["input_ids"], batch["attention_mask"], batch["soft_positions"])
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        config = self.model.config
+        if getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
+            return hidden * config.d_model**-0.5
+        return hidden
+
+    def prompt_layers(self) -> list[nn.Module]:
+        return [*self.model.encoder.block, *self.model.decoder.block]

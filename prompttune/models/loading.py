@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from prompttune.errors import UserError
 from prompttune.models.backbone import Backbone
-from prompttune.models.families import CausalLM, EncoderOnly, MaskedLM
+from prompttune.models.families import CausalLM, EncoderDecoder, EncoderOnly, MaskedLM
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ FAMILIES: dict[str, type[Backbone]] = {
     "mlm": MaskedLM,
     "causal": CausalLM,
     "encoder": EncoderOnly,
+    "encoder_decoder": EncoderDecoder,
 }
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, type[Backbone]]
@@ -140,6 +141,8 @@ def _load_tiny(model_cfg: DictConfig) -> Loaded:
         tokenizer = AutoTokenizer.from_pretrained(package_dir(tokenizer_cfg.package) / tokenizer_cfg.subdir)
     else:
         tokenizer = AutoTokenizer.from_pretrained(converted_gguf_folder(tokenizer_cfg))
+    if tokenizer_cfg.get("extra_special_tokens"):
+        tokenizer.add_tokens(list(tokenizer_cfg.extra_special_tokens), special_tokens=True)
     arch = dict(model_cfg.architecture)
     config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer), **arch)
     family = family_of(model_cfg.kind)
