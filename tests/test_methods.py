@@ -6,7 +6,7 @@ from prompttune.errors import UserError
 from prompttune.prompts.encoding import collate
 from prompttune.runs import CHECKPOINT, save_checkpoint
 from prompttune.training.loop import train
-from tests.conftest import build_method, compose_config, toy_examples
+from tests.helpers import build_method, compose_config, toy_examples
 
 FAST = ["trainer.max_steps=12", "trainer.eval_every=null", "trainer.batch_size=8", "trainer.warmup_ratio=0"]
 # method -> (overrides, names of the parameters that must train; every other one stays frozen)

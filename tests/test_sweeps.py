@@ -50,6 +50,7 @@ def job_launcher_target(sweep_dir: Path, job: int) -> str:
     return hydra_yaml.hydra.launcher._target_
 
 
+@pytest.mark.slow
 def test_multirun_two_methods_two_seeds_then_report(tmp_path):
     sweep(tmp_path, "method=finetune,pet", "seed=13,21")
     metrics = job_metrics(tmp_path, 4)
@@ -75,6 +76,7 @@ def test_multirun_two_methods_two_seeds_then_report(tmp_path):
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_runs_differing_in_more_than_the_seed_are_not_averaged_together(tmp_path):
     sweep(tmp_path, "method=pet", "method.pattern_id=0,1", "seed=13,21")
     groups = {
@@ -85,6 +87,7 @@ def test_runs_differing_in_more_than_the_seed_are_not_averaged_together(tmp_path
     assert all(g["n_seeds"] == 2 for g in groups.values())
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     # lr=1e30 blows the weights up, so the loss becomes NaN; the sweep goes on to the next job
     sweep(tmp_path, "method=finetune", "trainer.lr=1e30,1e-3", "trainer.max_steps=3")
@@ -94,6 +97,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert "failed" in prompttune("report", str(tmp_path)).stdout
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_a_two_job_sweep(tmp_path):
     result = sweep(tmp_path, "hydra/launcher=parallel", "method=pet", "seed=13,21")
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
@@ -101,6 +105,7 @@ def test_joblib_launcher_runs_a_two_job_sweep(tmp_path):
     assert job_launcher_target(tmp_path, 0) == JOBLIB_TARGET
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
     result = sweep(tmp_path, "hydra/launcher=slurm_local", "method=pet", "seed=13,21")
     assert "Submitit 'local' sweep output dir" in result.stdout + result.stderr

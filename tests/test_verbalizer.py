@@ -5,7 +5,7 @@ from prompttune.errors import UserError
 from prompttune.models.families import EncoderDecoder, MaskedLM
 from prompttune.prompts.encoding import collate
 from prompttune.prompts.verbalizer import Verbalizer
-from tests.conftest import build_method, toy_examples
+from tests.helpers import build_method, toy_examples
 
 MULTI_TOKEN = "method.verbalizer={negative:[flabbergasting],positive:[good]}"
 
