@@ -80,7 +80,7 @@ class EncoderDecoder(Backbone):
     pretraining. The encoder reads the template; a label word is scored as what the decoder writes after the
     sentinel (decoder input: start token, sentinel, the word's tokens; score: the summed log-probabilities of
     the word's tokens), the encoder run once per example. A linear head pools the encoder's states (mean over
-    the text). The prompt layers are the encoder's blocks then the decoder's, as PEFT's. T5 rescales the
+    the text). Deep prompts reach the encoder's and the decoder's attention, as PEFT's. T5 rescales the
     decoder's states by d_model**-0.5 before its tied LM head; so does this family."""
 
     architectures = ("ForConditionalGeneration",)
@@ -117,11 +117,11 @@ class EncoderDecoder(Backbone):
 
     @contextmanager
     def decoding(self, decoder_ids: torch.Tensor):
-        self._decoder_ids = decoder_ids
+        outer, self._decoder_ids = self._decoder_ids, decoder_ids
         try:
             yield
         finally:
-            self._decoder_ids = None
+            self._decoder_ids = outer
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -157,4 +157,11 @@ class EncoderDecoder(Backbone):
         return hidden
 
     def prompt_layers(self) -> list[nn.Module]:
-        return [*self.model.encoder.block, *self.model.decoder.block]
+        """The encoder's blocks: only the encoder's input holds prompt positions. Key/value prefixes reach every
+        attention of the encoder and the decoder (attention_sites), as PEFT's prefixes do."""
+        return list(self.model.encoder.block)
+
+    def _record_attention(self, input_ids: torch.Tensor):
+        # The decoder reads the same tokens, so that it runs and every attention site sees as many keys.
+        with self.decoding(input_ids):
+            return super()._record_attention(input_ids)
