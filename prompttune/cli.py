@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if not _INSPECT_FLAGS.intersection(rest):
-            check_overrides(command, rest)
+            rest = prepare(command, rest)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if rest is None:  # nothing to do
+        return 0
     sys.argv = [f"prompttune {command}", *rest]
     if command == "train":
         from prompttune.train import main as entry
@@ -48,6 +50,100 @@ def main(argv: list[str] | None = None) -> int:
         from prompttune.evaluate import main as entry
     entry()
     return 0
+
+
+def prepare(command: str, rest: list[str]) -> list[str] | None:
+    """Check the command line and give the run a dir of its own; for resume=DIR, rebuild the run's command.
+    None when there is nothing to do (the run to resume has completed)."""
+    overrides, _ = split_arguments(rest)
+    resume = value_of(overrides, "resume")
+    if resume is not None:
+        if command != "train" or MULTIRUN_FLAGS.intersection(rest):
+            raise UserError("resume=DIR continues one training run; a sweep is finished by running it again")
+        rest = resume_arguments(rest, overrides, Path(resume))
+        if rest is None:
+            return None
+    check_overrides(command, rest)
+    return rest if resume is not None else place_run(command, rest)
+
+
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+RESUME_MAY_CHANGE = ("hydra.", "trainer.threads", "trainer.save_every", "resume")
+
+
+def resume_arguments(rest: list[str], overrides: list[str], run_dir: Path) -> list[str] | None:
+    """The run's own overrides (from its .hydra/overrides.yaml), into its own dir."""
+    from omegaconf import OmegaConf
+
+    from prompttune.record import RunRecord
+
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not run_dir.is_dir() or not saved.exists():
+        raise UserError(f"resume={run_dir} is not a run directory (it has no .hydra/overrides.yaml)")
+    record = RunRecord.read(run_dir)
+    if record is None:
+        raise UserError(f"resume={run_dir}: {run_dir / 'metrics.json'} is missing; it is not a run directory")
+    if record.command != "train":
+        raise UserError(f"resume={run_dir} is a `prompttune {record.command}` run; only training runs resume")
+    if record.status == "completed":
+        print(f"{run_dir} already completed (test accuracy {record.test['accuracy']:.4f}); nothing to resume")
+        return None
+    changed = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        raise UserError(f"resume=DIR takes the run's config from DIR; drop {changed[0]}")
+    try:
+        original = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith("resume=")]
+    except Exception as err:  # yaml's and omegaconf's errors have no common base
+        raise UserError(f"{saved} is damaged ({_first_line(err)})") from None
+    flags = [a for a in rest if a not in overrides]
+    kept = [o for o in overrides if not o.startswith("resume=")]
+    return [*flags, *original, *kept, f"resume={_quoted(str(run_dir))}", f"hydra.run.dir={_quoted(str(run_dir))}"]
+
+
+def place_run(command: str, rest: list[str]) -> list[str]:
+    """Claim the run dir (the sweep dir with -m) before Hydra starts: a new one exclusively, or the next free
+    name; a sweep dir named on the command line is used as it is, so that a sweep run again finishes there."""
+    from prompttune.rundirs import claim, reuse
+
+    overrides, config_dir = split_arguments(rest)
+    multirun = bool(MULTIRUN_FLAGS.intersection(rest))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = value_of(overrides, key)
+    if given is not None and multirun:
+        reuse(Path(given))
+        return rest
+    wanted = Path(given) if given is not None else default_dir(command, overrides, config_dir, key)
+    claimed = claim(wanted)
+    if given is not None and claimed != wanted:
+        print(f"note: {wanted} exists; this run writes to {claimed}", file=sys.stderr)
+    return [a for a in rest if not a.startswith(f"{key}=")] + [f"{key}={_quoted(str(claimed))}"]
+
+
+def default_dir(command: str, overrides: list[str], config_dir: Path | None, key: str) -> Path:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    single = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(command, overrides=_with_user_config_dir(single, config_dir), return_hydra_config=True)
+    return Path(str(OmegaConf.select(cfg, key)))
+
+
+def value_of(overrides: list[str], key: str) -> str | None:
+    """The value an override gives `key`, unquoted; None when none does."""
+    for override in overrides:
+        name, _, value = override.lstrip("+~").partition("=")
+        if name == key:
+            return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+    return None
+
+
+def _quoted(value: str) -> str:
+    if re.fullmatch(r"[\w/.:@+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def split_arguments(rest: list[str]) -> tuple[list[str], Path | None]:
@@ -94,7 +190,7 @@ def _sweep_values(override) -> list[str]:
 def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> None:
     from hydra import compose, initialize_config_dir
 
-    from prompttune.experiment import validate
+    from prompttune.validation import validate
 
     for override in overrides:
         _check_group_choice(override, config_dir)

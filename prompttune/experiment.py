@@ -1,10 +1,7 @@
-"""One experiment: build the model and method from the config, train or evaluate, fill the run directory."""
+"""A run's lifecycle: build the model and method from the config, train (or resume) or evaluate, and fill the
+run directory (metrics.json as a RunRecord, splits.json, checkpoint/, state/)."""
 
 import logging
-import math
-import re
-import resource
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +9,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from prompttune.data import Splits, load_splits, validate_dataset_config
+from prompttune.data import Splits, load_splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_json
-from prompttune.methods import build_method, method_config
+from prompttune.methods import build_method
 from prompttune.methods.base import Method, Task
 from prompttune.models.loading import load_backbone
-from prompttune.runs import load_run, load_split_examples, now, save_checkpoint
+from prompttune.probes import peak_memory_mb, reset_peak_memory, timed
+from prompttune.record import RunRecord, config_sha, settings_of
+from prompttune.runs import load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
 from prompttune.training.loop import evaluate, train
+from prompttune.training.state import STATE_DIR, Snapshots
+from prompttune.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -29,48 +30,6 @@ log = logging.getLogger(__name__)
 class Setup:
     method: Method
     device: torch.device
-
-
-def validate(cfg: DictConfig) -> None:
-    """Fail before any heavy work, with one line, on a config that cannot run."""
-    method_config(cfg.method)
-    validate_dataset_config(cfg.dataset)
-    if int(cfg.shots) < 1:
-        raise UserError(f"shots={cfg.shots} must be at least 1")
-    validate_trainer(cfg.trainer)
-
-
-# trainer key -> (smallest allowed value, whether null is allowed)
-_TRAINER_BOUNDS = {
-    "batch_size": (1, False),
-    "eval_batch_size": (1, False),
-    "max_steps": (1, True),
-    "epochs": (1, False),
-    "eval_every": (1, True),
-    "log_every": (1, False),
-    "threads": (1, True),
-    "lr": (0, False),
-    "prompt_lr": (0, False),
-    "weight_decay": (0, False),
-    "warmup_ratio": (0, False),
-    "max_grad_norm": (0, True),
-}
-
-
-def validate_trainer(trainer: DictConfig) -> None:
-    unknown = set(trainer) - set(_TRAINER_BOUNDS) - {"precision", "device"}
-    if unknown:
-        raise UserError(f"trainer.{sorted(unknown)[0]} is not a trainer key; see configs/trainer/default.yaml")
-    for key, (low, nullable) in _TRAINER_BOUNDS.items():
-        value = trainer.get(key)
-        if value is None and nullable:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < low:
-            raise UserError(f"trainer.{key}={value} is out of range; it must be a number >= {low}")
-    if trainer.precision not in ("fp32", "bf16"):
-        raise UserError(f"trainer.precision={trainer.precision!r} is unknown; use fp32 or bf16")
-    if trainer.device not in ("auto", "cpu", "cuda") and not str(trainer.device).startswith("cuda:"):
-        raise UserError(f"trainer.device={trainer.device!r} is unknown; use auto, cpu or cuda")
 
 
 def task_of(dataset_cfg: DictConfig, splits_have_text_b: bool) -> Task:
@@ -94,83 +53,64 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-_REPORT_KEYS = {"seed", "method", "dataset", "model", "shots", "run"}  # reports group or average by these
-
-
-def settings_of(overrides: list[str]) -> list[str]:
-    """The command-line settings besides those reports group and average by: runs of one method that differ
-    in them (e.g. method.pattern_id) are reported apart."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in _REPORT_KEYS]
-    return sorted(o for o in kept if not o.startswith("hydra"))
-
-
 def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def describe(cfg: DictConfig, command: str, run_dir: Path) -> dict:
-    return {
-        "status": "running",
-        "error": None,
-        "command": command,
-        "method": cfg.method.name,
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "shots": int(cfg.shots),
-        "seed": int(cfg.seed),
-        "settings": settings_of(job_overrides()),
-        "run_dir": str(run_dir),
-        "started_at": now(),
-    }
-
-
-def begin(cfg: DictConfig, command: str, run_dir: Path, **extra) -> dict:
+def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | None = None, **extra) -> RunRecord:
     """Mark the run as running in its metrics.json, and start measuring its peak memory."""
     reset_peak_memory()
-    metrics = describe(cfg, command, run_dir) | extra
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    record = RunRecord(
+        status="running",
+        command=command,
+        method=cfg.method.name,
+        dataset=cfg.dataset.name,
+        model=cfg.model.name,
+        shots=int(cfg.shots),
+        seed=int(cfg.seed),
+        run_dir=str(run_dir),
+        started_at=previous.started_at if previous else now(),
+        config_sha=config_sha(cfg),
+        settings=settings_of(job_overrides()),
+        resumed_at_steps=previous.resumed_at_steps if previous else [],
+        **extra,
+    )
+    record.write(run_dir)
+    return record
 
 
-def reset_peak_memory() -> None:
-    """Start this job's peak memory afresh: sequential sweep jobs share one process."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tuple[dict, float]:
+    return timed(evaluate, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory on CPU, since reset_peak_memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.exists():
-        peak = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-        if peak:
-            return int(peak.group(1)) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def timed_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tuple[dict, float]:
-    started = time.perf_counter()
-    metrics = evaluate(setup.method, setup.method.encode(test), trainer_cfg, setup.device)
-    return metrics, time.perf_counter() - started
-
-
-def start(cfg: DictConfig, command: str, run_dir: Path) -> tuple[dict, Splits, Setup]:
-    """Mark the run as running, draw and save the split, build the method."""
-    metrics = begin(cfg, command, run_dir)
+def draw_splits(cfg: DictConfig, run_dir: Path) -> tuple[Splits, Setup]:
+    """Draw and save the split, build the method."""
     validate(cfg)
     splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed))
     write_json(run_dir / "splits.json", splits.to_json())
-    return metrics, splits, build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+    return splits, build(cfg, has_text_b(splits.train + splits.dev + splits.test))
 
 
-def run_train(cfg: DictConfig, run_dir: Path) -> dict:
-    metrics, splits, setup = start(cfg, "train", run_dir)
+def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | None) -> Snapshots:
+    """The run's snapshots: kept when an interrupted (or killed) run of this config continues in its dir,
+    cleared for a fresh start (a new run, or a failed sweep job run again)."""
+    snapshots = Snapshots(run_dir / STATE_DIR, config_sha(cfg), cfg.trainer.get("save_every"))
+    if cfg.get("resume") is not None and Path(cfg.resume).resolve() != run_dir.resolve():
+        raise UserError(f"resume={cfg.resume} must be the run dir itself; run `prompttune train resume=DIR`")
+    if previous is None or previous.status == "failed":
+        snapshots.clear()
+    elif previous.config_sha != config_sha(cfg):
+        raise UserError(f"{run_dir} holds a run of another config; give this run a dir of its own")
+    elif snapshots.latest() is None:
+        log.warning("%s has no resumable state (killed before its first save): training it afresh", run_dir)
+    return snapshots
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
+    previous = RunRecord.read(run_dir)
+    snapshots = resumable_snapshots(cfg, run_dir, previous)
+    record = begin(cfg, "train", run_dir, previous)
+    splits, setup = draw_splits(cfg, run_dir)
     log.info(
         "%s on %s with %s: %d train, %d dev, %d test",
         cfg.method.name,
@@ -180,77 +120,64 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
         len(splits.dev),
         len(splits.test),
     )
-    result = train(
-        setup.method,
-        setup.method.encode(splits.train),
-        setup.method.encode(splits.dev),
-        cfg.trainer,
-        setup.device,
-        int(cfg.seed),
-    )
-    test, eval_seconds = timed_test(setup, splits.test, cfg.trainer)
+    if snapshots.latest() is not None:
+        record.resumed_at_steps.append(int(snapshots.latest().stem))
+        record.write(run_dir)
+    train_set, dev_set = setup.method.encode(splits.train), setup.method.encode(splits.dev)
+    result = train(setup.method, train_set, dev_set, cfg.trainer, setup.device, int(cfg.seed), snapshots)
+    test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer)
     size = save_checkpoint(run_dir, setup.method.trainable_state(), cfg)
-    metrics.update(
-        status="completed",
-        dev=result.best_dev,
-        test=test,
-        params=setup.method.parameter_counts(),
-        steps=result.steps,
-        best_step=result.best_step,
-        train_seconds=result.train_seconds,
-        seconds_per_step=result.seconds_per_step,
-        train_examples_per_second=result.examples_per_second,
-        eval_seconds=eval_seconds,
-        eval_examples_per_second=len(splits.test) / eval_seconds,
-        peak_memory_mb=peak_memory_mb(setup.device),
-        checkpoint_bytes=size,
-        history=result.history,
-        finished_at=now(),
-    )
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    record.status = "completed"
+    record.dev, record.test, record.params = result.best_dev, test, setup.method.parameter_counts()
+    record.steps, record.best_step, record.history = result.steps, result.best_step, result.history
+    record.train_seconds, record.seconds_per_step = result.train_seconds, result.seconds_per_step
+    record.train_examples_per_second = result.examples_per_second
+    record.checkpoint_bytes = size
+    finish(record, setup, eval_seconds, len(splits.test), run_dir)
+    snapshots.clear()  # a completed run needs no state: its checkpoint and metrics are final
+    return record
+
+
+def finish(record: RunRecord, setup: Setup, eval_seconds: float, n_test: int, run_dir: Path) -> None:
+    record.status = "completed"
+    record.eval_seconds, record.eval_examples_per_second = eval_seconds, n_test / eval_seconds
+    record.peak_memory_mb = peak_memory_mb(setup.device)
+    record.finished_at = now()
+    record.write(run_dir)
 
 
 def has_text_b(examples: list[Example]) -> bool:
     return any(e.text_b is not None for e in examples)
 
 
-def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
     if cfg.run is not None:
         return _eval_trained(cfg, run_dir, overrides)
-    metrics, splits, setup = start(cfg, "eval", run_dir)
-    return _finish_eval(metrics, setup, cfg, splits.dev, splits.test, run_dir)
+    record = begin(cfg, "eval", run_dir)
+    splits, setup = draw_splits(cfg, run_dir)
+    return _finish_eval(record, setup, cfg, splits.dev, splits.test, run_dir)
 
 
 EVAL_OVERRIDABLE = ("trainer.", "method.calibration", "run")
 
 
-def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    source_dir, trained_cfg, state = load_run(cfg.run)
+def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if not key.startswith(EVAL_OVERRIDABLE):
             raise UserError(f"eval run=... takes {key} from the run; only trainer.* and method.calibration may change")
+    source_dir, trained_cfg, state = load_run(cfg.run)
     merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("run=")]))
-    metrics = begin(merged, "eval", run_dir, source_run=str(source_dir))
-    dev, test = load_split_examples(source_dir, "dev"), load_split_examples(source_dir, "test")
+    record = begin(merged, "eval", run_dir, source_run=str(source_dir))
+    dev, test = load_split_examples(source_dir, "dev", merged), load_split_examples(source_dir, "test", merged)
     setup = build(merged, has_text_b(dev + test))
-    setup.method.load_trainable_state(state)
-    return _finish_eval(metrics, setup, merged, dev, test, run_dir)
+    load_checkpoint_into(setup.method, state, source_dir)
+    return _finish_eval(record, setup, merged, dev, test, run_dir)
 
 
-def _finish_eval(metrics: dict, setup: Setup, cfg: DictConfig, dev, test, run_dir: Path) -> dict:
-    dev_metrics = evaluate(setup.method, setup.method.encode(dev), cfg.trainer, setup.device) if dev else None
-    test_metrics, seconds = timed_test(setup, test, cfg.trainer)
-    metrics.update(
-        status="completed",
-        dev=dev_metrics,
-        test=test_metrics,
-        params=setup.method.parameter_counts(),
-        eval_seconds=seconds,
-        eval_examples_per_second=len(test) / seconds,
-        peak_memory_mb=peak_memory_mb(setup.device),
-        finished_at=now(),
-    )
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+def _finish_eval(record: RunRecord, setup: Setup, cfg: DictConfig, dev, test, run_dir: Path) -> RunRecord:
+    record.dev = evaluate(setup.method, setup.method.encode(dev), cfg.trainer, setup.device) if dev else None
+    record.test, seconds = evaluate_test(setup, test, cfg.trainer)
+    record.params = setup.method.parameter_counts()
+    finish(record, setup, seconds, len(test), run_dir)
+    return record

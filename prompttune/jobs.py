@@ -1,4 +1,5 @@
-"""What every Hydra job does around an experiment: threads, failure records, the summary."""
+"""What every Hydra job does around an experiment: threads, signals, skipping a job that already completed,
+failure records, the summary."""
 
 import json
 import logging
@@ -16,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
+from prompttune import interrupts
 from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.launching import torch_threads_for_job
+from prompttune.record import METRICS_FILE, RunRecord, config_sha
 from prompttune.runs import now
 from prompttune.training.loop import TrainingDiverged
 
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 EXPECTED_FAILURES = (UserError, TrainingDiverged)
 
 
-def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], dict]) -> float | None:
+def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], RunRecord]) -> float | None:
     quiet_libraries()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -35,22 +38,46 @@ def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], dict]) -> 
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        metrics = experiment(cfg, run_dir)
+        with interrupts.handled():
+            record = completed_before(cfg, run_dir) or experiment(cfg, run_dir)
+    except interrupts.Interrupted as err:
+        mark(run_dir, "interrupted", str(err))
+        print(f"error: {err}; {how_to_resume(hydra_cfg, run_dir)}", file=sys.stderr)
+        sys.exit(err.exit_code)  # a sweep stops too: the signal was meant for all of it
     except EXPECTED_FAILURES as err:
-        mark_failed(run_dir, str(err))
+        mark(run_dir, "failed", str(err))
         if multirun:  # one bad job must not stop the sweep
             log.error("job failed: %s", err)
             return None
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
-        mark_failed(run_dir, f"{type(err).__name__}: {err}")
+        mark(run_dir, "failed", f"{type(err).__name__}: {err}")
         if multirun:
             log.error("job failed:\n%s", traceback.format_exc())
             return None
         raise
-    print_summary(metrics)
-    return metrics["test"]["accuracy"]
+    print_summary(record.to_json())
+    return record.test["accuracy"]
+
+
+def how_to_resume(hydra_cfg, run_dir: Path) -> str:
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"run the same command with hydra.sweep.dir={hydra_cfg.sweep.dir} to finish the sweep"
+    if hydra_cfg.job.name == "train":
+        return f"resume with `prompttune train resume={run_dir}`"
+    return "run it again"
+
+
+def completed_before(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
+    """The record of this very job when it already completed in this dir (a sweep run again): skip it."""
+    previous = RunRecord.read(run_dir)
+    if previous is None or previous.status != "completed":
+        return None
+    if previous.config_sha != config_sha(cfg):
+        raise UserError(f"{run_dir} holds a completed run of another config; give this run a dir of its own")
+    log.info("%s: already completed, skipped", run_dir)
+    return previous
 
 
 def quiet_libraries() -> None:
@@ -61,14 +88,19 @@ def quiet_libraries() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # offline, each failed request warns
 
 
-def mark_failed(run_dir: Path, reason: str) -> None:
-    path = run_dir / "metrics.json"
+def mark(run_dir: Path, status: str, reason: str) -> None:
+    """Set the run's status in its metrics.json, even when that file is missing or damaged."""
+    path = run_dir / METRICS_FILE
     try:
         metrics = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
+    except (OSError, ValueError):
         metrics = {}
-    metrics.update(status="failed", error=reason.splitlines()[0] if reason else "unknown", finished_at=now())
-    write_json(path, metrics)
+    metrics = metrics if isinstance(metrics, dict) else {}
+    metrics.update(status=status, error=reason.splitlines()[0] if reason else "unknown", finished_at=now())
+    try:
+        write_json(path, metrics)
+    except UserError as err:  # a full disk or read-only dir: the job's own error says it already
+        log.error("%s", err)
 
 
 def print_summary(metrics: dict) -> None:
@@ -86,7 +118,7 @@ def print_summary(metrics: dict) -> None:
     console.print(table)
     params = metrics["params"]
     details = [f"trainable params {params['trainable']:,} of {params['total']:,} ({params['ratio']:.4%})"]
-    if "seconds_per_step" in metrics:
+    if metrics.get("seconds_per_step") is not None:
         details.append(
             f"{metrics['seconds_per_step']:.3f} s/step, {metrics['train_examples_per_second']:.1f} train ex/s"
         )

@@ -23,10 +23,9 @@ from rich.table import Table
 
 from prompttune.errors import UserError
 from prompttune.files import write_atomically, write_text
+from prompttune.record import AVERAGED_OVER, GROUP_KEYS, METRICS_FILE, RunRecord
 
-METRICS_FILE = "metrics.json"
-GROUP_KEYS = ("dataset", "model", "shots", "method")
-REQUIRED_KEYS = GROUP_KEYS + ("seed",)
+REQUIRED_KEYS = GROUP_KEYS + (AVERAGED_OVER,)
 SUMMARIZED = (("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"))
 PLOTTABLE_METRICS = ("accuracy", "macro_f1")
 MIN_CONSOLE_WIDTH = 160  # rich wraps to 80 columns when stdout is not a terminal
@@ -92,9 +91,11 @@ def read_run(path: Path) -> Run:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return Run(path.parent, {}, f"unreadable {METRICS_FILE}: {one_line(str(error))}")
-    if not isinstance(metrics, dict):
-        return Run(path.parent, {}, f"unreadable {METRICS_FILE}: not a JSON object")
-    return Run(path.parent, metrics, problem_with(metrics))
+    try:
+        record = RunRecord.from_json(metrics)
+    except ValueError as error:
+        return Run(path.parent, metrics if isinstance(metrics, dict) else {}, f"unreadable {METRICS_FILE}: {error}")
+    return Run(path.parent, record.to_json(), problem_with(record.to_json()))
 
 
 def problem_with(metrics: dict[str, Any]) -> str | None:

@@ -1,4 +1,5 @@
-"""The run directory: metrics.json, splits.json, checkpoint/ (safetensors), written atomically."""
+"""The run directory's files besides metrics.json: splits.json and checkpoint/ (safetensors), written
+atomically and read back with a one-line error naming any file that is missing or damaged."""
 
 import json
 from datetime import datetime
@@ -6,13 +7,17 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
-from prompttune.files import write_atomically
+from prompttune.files import write_atomically, write_text
+from prompttune.record import RunRecord, one_line
 
 CHECKPOINT = "checkpoint/trainable.safetensors"
+CHECKPOINT_CONFIG = "checkpoint/config.yaml"
+SPLITS = "splits.json"
 
 
 def now() -> str:
@@ -23,24 +28,72 @@ def save_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], cfg: DictConf
     """Save the trainable parameters only, with the resolved config beside them; returns the file's size."""
     path = run_dir / CHECKPOINT
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    write_atomically(path, lambda handle: handle.write(save(tensors, metadata={"format": "pt"})))
-    OmegaConf.save(cfg, path.parent / "config.yaml", resolve=True)
+    metadata = {"format": "pt", "method": cfg.method.name, "model": cfg.model.name}
+    write_atomically(path, lambda handle: handle.write(save(tensors, metadata=metadata)))
+    write_text(run_dir / CHECKPOINT_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     return path.stat().st_size
 
 
 def load_run(run: str) -> tuple[Path, DictConfig, dict[str, torch.Tensor]]:
+    """A finished training run's dir, config and checkpoint tensors."""
     run_dir = Path(run).expanduser()
-    config, checkpoint = run_dir / "checkpoint" / "config.yaml", run_dir / CHECKPOINT
+    record = RunRecord.read(run_dir)
+    if record is None:
+        raise UserError(f"run={run} is not a run directory (it has no metrics.json); point run= at a training run")
+    config, checkpoint = run_dir / CHECKPOINT_CONFIG, run_dir / CHECKPOINT
     for needed in (config, checkpoint):
         if not needed.exists():
-            raise UserError(f"run={run}: {needed} is missing; point run= at a finished training run directory")
-    return run_dir, OmegaConf.load(config), load_file(checkpoint)
+            raise UserError(f"{needed} is missing; point run= at a finished training run directory")
+    cfg, (tensors, saved_by) = _read_config(config), _read_tensors(checkpoint)
+    trained = f"{cfg.method.name} on {cfg.model.name}"
+    if f"{record.method} on {record.model}" != trained:
+        raise UserError(f"{config} is for {trained} but metrics.json says {record.method} on {record.model}")
+    saved = f"{saved_by.get('method', cfg.method.name)} on {saved_by.get('model', cfg.model.name)}"
+    if saved != trained:
+        raise UserError(f"{checkpoint} was saved by {saved}, not {trained}")
+    return run_dir, cfg, tensors
 
 
-def load_split_examples(run_dir: Path, split: str) -> list[Example]:
-    path = run_dir / "splits.json"
+def _read_config(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml's and omegaconf's errors have no common base
+        raise UserError(f"{path} is damaged ({one_line(err)}); it cannot be read as YAML") from None
+    missing = [key for key in ("method", "model", "dataset", "trainer", "seed") if key not in cfg]
+    if not isinstance(cfg, DictConfig) or missing:
+        raise UserError(f"{path} is damaged or not a prompttune config: it lacks {', '.join(missing) or 'keys'}")
+    return cfg
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}  # noqa: SIM118
+    except (OSError, SafetensorError, ValueError) as err:
+        raise UserError(f"{path} is damaged (truncated or not safetensors: {one_line(err)})") from None
+
+
+def load_checkpoint_into(method, state: dict[str, torch.Tensor], run_dir: Path) -> None:
+    try:
+        method.load_trainable_state(state)
+    except (UserError, RuntimeError) as err:
+        raise UserError(f"{run_dir / CHECKPOINT} was not saved by this method and model: {one_line(err)}") from None
+
+
+def load_split_examples(run_dir: Path, split: str, cfg: DictConfig) -> list[Example]:
+    path = run_dir / SPLITS
     if not path.exists():
-        raise UserError(f"run={run_dir}: splits.json is missing; point run= at a training run directory")
-    saved = json.loads(path.read_text())
-    index = {name: i for i, name in enumerate(saved["labels"])}
-    return [Example(str(r["guid"]), r["text_a"], index[r["label"]], r.get("text_b")) for r in saved[split]]
+        raise UserError(f"{path} is missing; point run= at a training run directory")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        labels, rows = saved["labels"], saved[split]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is damaged (truncated or not a splits file: {one_line(err)})") from None
+    if list(labels) != list(cfg.dataset.labels):
+        raise UserError(f"{path} has labels {labels} but the run's config has {list(cfg.dataset.labels)}")
+    index = {name: i for i, name in enumerate(labels)}
+    try:
+        return [Example(str(r["guid"]), r["text_a"], index[r["label"]], r.get("text_b")) for r in rows]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{path} is damaged: an example of {split} lacks {one_line(err)}") from None

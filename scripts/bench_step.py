@@ -22,9 +22,10 @@ def measure(method: str, precision: str, model: str, steps: int, batch_size: int
     from hydra import compose, initialize_config_dir
 
     from prompttune.data.records import Example
-    from prompttune.experiment import build, peak_memory_mb
+    from prompttune.experiment import build
     from prompttune.jobs import quiet_libraries
     from prompttune.paths import CONFIG_DIR
+    from prompttune.probes import peak_memory_mb
     from prompttune.prompts.encoding import collate
     from prompttune.training.loop import _step
 

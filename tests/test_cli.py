@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompttune import cli
-from prompttune.experiment import validate
 from prompttune.paths import CONFIG_DIR
+from prompttune.validation import validate
 from tests.helpers import compose_config
 
 TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
@@ -127,10 +127,10 @@ def test_zero_shot_eval_writes_metrics(tmp_path):
         "model=tiny_bert",
         "dataset.test_size=16",
         "method.calibration=contextual",
-        f"hydra.run.dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert result.returncode == 0, result.stderr
-    metrics = metrics_of(tmp_path)
+    metrics = metrics_of(tmp_path / "run")
     assert metrics["status"] == "completed" and metrics["command"] == "eval"
     assert metrics["test"]["n"] == 16 and 0 <= metrics["test"]["accuracy"] <= 1
 
@@ -178,10 +178,10 @@ def test_bad_input_fails_with_one_line(args, message, tmp_path):
 
 @pytest.mark.slow
 def test_failed_run_is_marked_failed(tmp_path):
-    result = prompttune("train", "shots=100000", *TINY[:1], f"hydra.run.dir={tmp_path}")
+    result = prompttune("train", "shots=100000", *TINY[:1], f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
-    assert metrics_of(tmp_path)["status"] == "failed"
-    assert "shots" in metrics_of(tmp_path)["error"]
+    assert metrics_of(tmp_path / "run")["status"] == "failed"
+    assert "shots" in metrics_of(tmp_path / "run")["error"]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The training loop shared by every method: AdamW, warmup then linear decay, clipping, best-on-dev."""
+"""The training loop shared by every method: AdamW, warmup then linear decay, clipping, best-on-dev, resumable."""
 
 import logging
 import math
@@ -11,10 +11,12 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
+from prompttune import interrupts
 from prompttune.errors import UserError
 from prompttune.methods.base import Method
 from prompttune.prompts.encoding import EncodedExample, collate
 from prompttune.training.metrics import classification_metrics
+from prompttune.training.state import Snapshots, Trainables, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,10 @@ def train(
     cfg: DictConfig,
     device: torch.device,
     seed: int,
+    snapshots: Snapshots | None = None,
 ) -> TrainResult:
+    """Train, keeping the best-on-dev parameters; with `snapshots`, resume from the newest one and save one
+    every trainer.save_every steps and on SIGINT/SIGTERM."""
     steps = total_steps(cfg, len(train_set))
     if steps < 1:
         raise UserError("training would take 0 steps; set trainer.max_steps or trainer.epochs to at least 1")
@@ -103,37 +108,48 @@ def train(
     optimizer = torch.optim.AdamW(groups)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
     trainable = [p for g in groups for p in g["params"]]
-    shuffler = torch.Generator().manual_seed(seed)
+    live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
+    run = (snapshots.restore(live) if snapshots else None) or TrainProgress()
     pad_id = method.backbone.tokenizer.pad_token_id
     eval_every = cfg.eval_every or steps
-    best_step, best_dev, best_state = 0, None, None
-    history, step, step_seconds = [], 0, 0.0
     method.train()
-    with _progress() as progress:
-        task = progress.add_task("train", total=steps, loss=float("nan"))
-        while step < steps:
-            order = torch.randperm(len(train_set), generator=shuffler).tolist()
-            for batch in batches(train_set, cfg.batch_size, pad_id, order):
+    with _progress() as progress, interrupts.deferred():
+        task = progress.add_task("train", total=steps, completed=run.step, loss=float("nan"))
+        while run.step < steps:
+            if run.order is None:
+                run.order, run.position = torch.randperm(len(train_set), generator=live.shuffler).tolist(), 0
+            for batch in batches(train_set, cfg.batch_size, pad_id, run.order[run.position :]):
                 started = time.perf_counter()
                 loss = _step(method, batch, optimizer, schedule, trainable, cfg, device)
-                step_seconds += time.perf_counter() - started
-                step += 1
+                run.step_seconds += time.perf_counter() - started
+                run.step += 1
+                run.position += len(batch["labels"])
                 progress.update(task, advance=1, loss=loss)
-                if step % cfg.log_every == 0 or step == steps:
-                    log.info("step %d/%d loss %.4f", step, steps, loss)
-                if step % eval_every == 0 or step == steps:
-                    dev = evaluate(method, dev_set, cfg, device)
-                    history.append({"step": step, "loss": loss, "dev": dev})
-                    log.info("step %d dev accuracy %.4f macro_f1 %.4f", step, dev["accuracy"], dev["macro_f1"])
-                    if best_dev is None or dev["accuracy"] > best_dev["accuracy"]:
-                        best_step, best_dev = step, dev
-                        best_state = {k: v.clone() for k, v in method.trainable_state().items()}
-                if step == steps:
+                if run.step % cfg.log_every == 0 or run.step == steps:
+                    log.info("step %d/%d loss %.4f", run.step, steps, loss)
+                if run.step % eval_every == 0 or run.step == steps:
+                    _evaluate_on_dev(method, dev_set, cfg, device, run, loss)
+                if snapshots and (snapshots.due(run.step, steps) or interrupts.requested()):
+                    snapshots.save(run, live)
+                interrupts.check()
+                if run.step == steps:
                     break
-    method.load_trainable_state(best_state)
+            else:
+                run.order = None
+    method.load_trainable_state(run.best_state)
+    seconds = run.step_seconds
     return TrainResult(
-        steps, best_step, best_dev, step_seconds, step_seconds / steps, steps * cfg.batch_size / step_seconds, history
+        steps, run.best_step, run.best_dev, seconds, seconds / steps, steps * cfg.batch_size / seconds, run.history
     )
+
+
+def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: float) -> None:
+    dev = evaluate(method, dev_set, cfg, device)
+    run.history.append({"step": run.step, "loss": loss, "dev": dev})
+    log.info("step %d dev accuracy %.4f macro_f1 %.4f", run.step, dev["accuracy"], dev["macro_f1"])
+    if run.best_dev is None or dev["accuracy"] > run.best_dev["accuracy"]:
+        run.best_step, run.best_dev = run.step, dev
+        run.best_state = {k: v.clone() for k, v in method.trainable_state().items()}
 
 
 def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:

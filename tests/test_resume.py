@@ -1,0 +1,214 @@
+"""Resumable runs: determinism, snapshots (save_every, SIGTERM, kill -9 mid-write), `prompttune train resume=`."""
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from prompttune import interrupts
+from prompttune.errors import UserError
+from prompttune.experiment import run_train
+from prompttune.record import RunRecord
+from prompttune.training import loop
+from prompttune.training.state import STATE_DIR
+from tests.helpers import compose_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+METHODS = ["finetune", "pet", "prompt_tuning", "ptuning_v1", "ptuning_v2"]
+MODELS = ["tiny_bert", "tiny_llama", "tiny_t5"]
+# 2 epochs of 8 examples in batches of 3: epochs end mid-batch, dev every 2 steps, threads=1 for exact sums
+RUN = ["shots=4", "dataset.test_size=16", "trainer.max_steps=6", "trainer.batch_size=3", "trainer.eval_every=2"]
+RUN += ["trainer.warmup_ratio=0.2", "trainer.device=cpu", "trainer.threads=1"]
+
+
+def train_run(run_dir: Path, *overrides: str) -> RunRecord:
+    """One training run in this process, as a job would run it (one torch thread)."""
+    run_dir.mkdir(exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_train(compose_config(*RUN, *overrides), run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def signal_at_step(monkeypatch, step: int, signum=signal.SIGTERM) -> None:
+    """Send this process `signum` right after the loop's `step`-th optimizer step."""
+    calls, original = itertools.count(1), loop._step
+
+    def step_then_signal(*args):
+        loss = original(*args)
+        if next(calls) == step:
+            signal.raise_signal(signum)
+        return loss
+
+    monkeypatch.setattr(loop, "_step", step_then_signal)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run per (method, model), shared by the tests below."""
+    runs = {}
+
+    def run(method: str, model: str) -> RunRecord:
+        if (method, model) not in runs:
+            run_dir = tmp_path_factory.mktemp(f"{method}-{model}")
+            runs[(method, model)] = train_run(run_dir, f"method={method}", f"model={model}")
+        return runs[(method, model)]
+
+    return run
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_two_runs_of_one_config_and_seed_give_identical_metrics(method, model, reference, tmp_path):
+    first = reference(method, model)
+    second = train_run(tmp_path, f"method={method}", f"model={model}")
+    assert second.comparable() == first.comparable()
+    assert second.run_dir != first.run_dir and second.test["n"] == 16 and len(second.history) == 3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_metrics(method, reference, tmp_path, monkeypatch):
+    stop_at = random.Random(method).randint(1, 5)
+    signal_at_step(monkeypatch, stop_at)
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        train_run(tmp_path, f"method={method}", "model=tiny_bert")
+    assert [p.name for p in sorted((tmp_path / STATE_DIR).iterdir())] == [
+        f"{stop_at:08d}.json",
+        f"{stop_at:08d}.safetensors",
+    ]
+    monkeypatch.undo()
+
+    resumed = train_run(tmp_path, f"method={method}", "model=tiny_bert")
+
+    assert resumed.resumed_at_steps == [stop_at]
+    assert resumed.comparable() == reference(method, "tiny_bert").comparable()
+    assert not (tmp_path / STATE_DIR).exists()  # a completed run keeps only its checkpoint
+
+
+def test_save_every_saves_every_n_steps_and_at_the_end(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(loop.Snapshots, "save", lambda self, progress, live: saved.append(progress.step))
+    train_run(tmp_path, "method=pet", "model=tiny_bert", "trainer.save_every=4")
+    assert saved == [4, 6]  # every 4 steps, and at the end
+
+
+def test_a_kill_mid_write_leaves_the_previous_snapshot_usable(reference, tmp_path, monkeypatch):
+    signal_at_step(monkeypatch, 2)
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        train_run(tmp_path, "method=pet", "model=tiny_bert")
+    monkeypatch.undo()
+    state = tmp_path / STATE_DIR
+    # what kill -9 can leave: a half-written temporary file, and a newer snapshot whose JSON was never written
+    (state / ".00000004.safetensors.123.abcd.tmp").write_bytes(b"\0" * 10)
+    (state / "00000004.safetensors").write_bytes((state / "00000002.safetensors").read_bytes()[:100])
+
+    resumed = train_run(tmp_path, "method=pet", "model=tiny_bert")
+
+    assert resumed.resumed_at_steps == [2]
+    assert resumed.comparable() == reference("pet", "tiny_bert").comparable()
+
+
+def interrupted_run(tmp_path: Path, monkeypatch, *overrides: str) -> Path:
+    signal_at_step(monkeypatch, 3)
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert", *overrides)
+    monkeypatch.undo()
+    return tmp_path / STATE_DIR / "00000003"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.with_suffix(".json").write_text('{"format": 1, "st'), "00000003.json is damaged"),
+        (lambda s: s.with_suffix(".json").write_text("[1, 2]"), "00000003.json is not a prompttune state"),
+        (lambda s: s.with_suffix(".safetensors").write_bytes(b"x" * 50), "00000003.safetensors is damaged"),
+    ],
+)
+def test_a_damaged_snapshot_is_named(damage, message, tmp_path, monkeypatch):
+    snapshot = interrupted_run(tmp_path, monkeypatch)
+    damage(snapshot)
+    with pytest.raises(UserError, match=message):
+        train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert")
+
+
+def test_a_snapshot_of_another_config_is_refused(tmp_path, monkeypatch):
+    interrupted_run(tmp_path, monkeypatch)
+    with pytest.raises(UserError, match="holds a run of another config"):
+        train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert", "trainer.lr=0.5")
+
+
+def test_a_snapshot_from_another_method_is_refused(tmp_path, monkeypatch):
+    snapshot = interrupted_run(tmp_path, monkeypatch)
+    other = interrupted_run(tmp_path / "other", monkeypatch, "method.n_tokens=2")
+    snapshot.with_suffix(".safetensors").write_bytes(other.with_suffix(".safetensors").read_bytes())
+    with pytest.raises(UserError, match="snapshot 00000003 does not fit this run"):
+        train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert")
+
+
+# ---------------------------------------------------------------- through the command line
+
+
+def prompttune(*args: str, cwd: Path = REPO_ROOT, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "prompttune", *args]
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(*args: str, cwd: Path = REPO_ROOT) -> tuple[int, str, str]:
+    process = prompttune(*args, cwd=cwd)
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_kill_9_at_a_random_moment_then_resume(method, reference, tmp_path):
+    run_dir, moment = tmp_path / "run", random.uniform(0, 0.4)
+    args = ["train", f"method={method}", "model=tiny_bert", *RUN, "trainer.save_every=1", f"hydra.run.dir={run_dir}"]
+    process = prompttune(*args)
+    wait_for(lambda: any((run_dir / STATE_DIR).glob("*.json")) or process.poll() is not None)
+    time.sleep(moment)
+    process.kill()
+    process.communicate()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running", f"finished before {moment}s"
+
+    code, out, err = finished("train", f"resume={run_dir}")
+
+    assert code == 0, err
+    resumed = RunRecord.read(run_dir)
+    expected = reference(method, "tiny_bert")
+    assert resumed.resumed_at_steps and (resumed.test, resumed.dev) == (expected.test, expected.dev)
+    assert resumed.history == expected.history
+    assert finished("train", f"resume={run_dir}")[1].startswith(f"{run_dir} already completed")
+
+
+@pytest.mark.slow
+def test_sigint_marks_the_run_interrupted_and_resume_finishes_it(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", "method=pet", "model=tiny_bert", *RUN, "trainer.max_steps=400", f"hydra.run.dir={run_dir}"]
+    process = prompttune(*args)
+    wait_for(lambda: "step 5/400" in (run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else 0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in err and f"resume with `prompttune train resume={run_dir}`" in err.strip()
+    record = RunRecord.read(run_dir)
+    assert record.status == "interrupted" and record.error == "interrupted by SIGINT"
+    assert len(list((run_dir / STATE_DIR).glob("*.json"))) == 1
