@@ -116,6 +116,8 @@ def place_run(command: str, rest: list[str]) -> list[str]:
     claimed = claim(wanted)
     if given is not None and claimed != wanted:
         print(f"note: {wanted} exists; this run writes to {claimed}", file=sys.stderr)
+    if multirun:
+        print(f"sweep dir: {claimed} (if the sweep stops, run this command again with hydra.sweep.dir={claimed})")
     return [a for a in rest if not a.startswith(f"{key}=")] + [f"{key}={_quoted(str(claimed))}"]
 
 

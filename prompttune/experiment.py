@@ -60,7 +60,7 @@ def job_overrides() -> list[str]:
 def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | None = None, **extra) -> RunRecord:
     """Mark the run as running in its metrics.json, and start measuring its peak memory."""
     reset_peak_memory()
-    record = RunRecord(
+    fields = dict(
         status="running",
         command=command,
         method=cfg.method.name,
@@ -73,8 +73,8 @@ def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | No
         config_sha=config_sha(cfg),
         settings=settings_of(job_overrides()),
         resumed_at_steps=previous.resumed_at_steps if previous else [],
-        **extra,
     )
+    record = RunRecord(**(fields | extra))
     record.write(run_dir)
     return record
 
@@ -168,7 +168,8 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRe
             raise UserError(f"eval run=... takes {key} from the run; only trainer.* and method.calibration may change")
     source_dir, trained_cfg, state = load_run(cfg.run)
     merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("run=")]))
-    record = begin(merged, "eval", run_dir, source_run=str(source_dir))
+    # the job's own config is the fingerprint: it is what a sweep run again compares
+    record = begin(merged, "eval", run_dir, source_run=str(source_dir), config_sha=config_sha(cfg))
     dev, test = load_split_examples(source_dir, "dev", merged), load_split_examples(source_dir, "test", merged)
     setup = build(merged, has_text_b(dev + test))
     load_checkpoint_into(setup.method, state, source_dir)
