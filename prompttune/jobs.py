@@ -22,6 +22,7 @@ from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.launching import torch_threads_for_job
 from prompttune.record import METRICS_FILE, RunRecord, config_sha
+from prompttune.rundirs import RunDirBusy, owned
 from prompttune.runs import now
 from prompttune.training.loop import TrainingDiverged
 
@@ -38,8 +39,14 @@ def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], RunRecord]
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        with interrupts.handled():
+        with owned(run_dir), interrupts.handled():
             record = completed_before(cfg, run_dir) or experiment(cfg, run_dir)
+    except RunDirBusy as err:  # the dir's files are the other job's: leave them alone
+        if multirun:
+            log.error("job skipped: %s", err)
+            return None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except interrupts.Interrupted as err:
         mark(run_dir, "interrupted", str(err))
         print(f"error: {err}; {how_to_resume(hydra_cfg, run_dir)}", file=sys.stderr)

@@ -2,8 +2,10 @@
 (`<dir>-1`, `<dir>-2`, ...). The CLI claims the dir before Hydra starts and hands it over as hydra.run.dir
 (hydra.sweep.dir for -m), so two runs started in the same second never write into one dir."""
 
+import fcntl
 import itertools
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from prompttune.errors import UserError
@@ -47,3 +49,26 @@ def reuse(path: Path) -> Path:
 def unwritable(err: OSError) -> str:
     where = "hydra.run.dir=DIR, or hydra.sweep.dir=DIR with -m"
     return f"{err.strerror or one_line(err)}; choose a writable place ({where})"
+
+
+class RunDirBusy(UserError):
+    """Another live process runs a job in this dir."""
+
+
+@contextmanager
+def owned(run_dir: Path):
+    """Hold the run dir for the length of a job: a second process that starts a job in it (one sweep run twice
+    at once, a resume of a run still running) stops with an error instead of writing into it."""
+    try:
+        handle = open(run_dir / ".lock", "a")  # held open (and locked) for the whole job
+    except OSError as err:
+        raise UserError(f"cannot write into {run_dir}: {unwritable(err)}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunDirBusy(f"{run_dir} is in use by another running job; wait for it to end or stop it") from None
+    try:
+        yield
+    finally:
+        handle.close()

@@ -55,6 +55,15 @@ def test_a_sweep_dir_named_on_the_command_line_is_used_as_it_is(tmp_path):
     assert cli.place_run("train", args) == args
 
 
+def test_a_run_dir_in_use_by_a_live_job_is_refused(tmp_path):
+    with rundirs.owned(tmp_path):
+        with pytest.raises(rundirs.RunDirBusy, match=f"{tmp_path} is in use by another running job"):
+            with rundirs.owned(tmp_path):
+                pass
+    with rundirs.owned(tmp_path):  # free again once the job ends
+        pass
+
+
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_an_unwritable_output_dir_is_one_line(code, tmp_path, monkeypatch, capsys):
     def refuse(path, *args, **kwargs):
