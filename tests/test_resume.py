@@ -15,7 +15,7 @@ import torch
 from prompttune import interrupts
 from prompttune.errors import UserError
 from prompttune.experiment import run_train
-from prompttune.record import RunRecord
+from prompttune.record import RunRecord, config_sha, settings_of
 from prompttune.training import loop
 from prompttune.training.state import STATE_DIR
 from tests.helpers import compose_config
@@ -217,3 +217,11 @@ def test_sigint_marks_the_run_interrupted_and_resume_finishes_it(reference, tmp_
     record = RunRecord.read(run_dir)
     assert record.status == "interrupted" and record.error == "interrupted by SIGINT"
     assert len(list((run_dir / STATE_DIR).glob("*.json"))) == 1
+
+
+def test_keys_that_do_not_change_results_are_neither_settings_nor_fingerprinted():
+    overrides = ["trainer.save_every=3", "trainer.threads=1", "resume=/r", "seed=21", "method.pattern_id=1"]
+    assert settings_of(overrides) == ["method.pattern_id=1"]
+    plain = compose_config("method=pet")
+    assert config_sha(compose_config("method=pet", "trainer.save_every=3", "resume=/r")) == config_sha(plain)
+    assert config_sha(compose_config("method=pet", "trainer.lr=0.1")) != config_sha(plain)
