@@ -83,12 +83,32 @@ def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) ->
     return timed(evaluate, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
 
 
-def draw_splits(cfg: DictConfig, run_dir: Path) -> tuple[Splits, Setup]:
-    """Draw and save the split, build the method."""
-    validate(cfg)
-    splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed))
-    write_json(run_dir / "splits.json", splits.to_json())
+def draw_splits(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> tuple[Splits, Setup]:
+    """Draw and save the split (and an unlabeled pool), build the method."""
+    splits = draw_split(cfg, run_dir, n_unlabeled)
     return splits, build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+
+
+def draw_split(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> Splits:
+    """Validate the config, draw the few-shot split (and an unlabeled pool), save it to splits.json."""
+    validate(cfg)
+    splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed), n_unlabeled)
+    write_json(run_dir / "splits.json", splits.to_json())
+    return splits
+
+
+def unlabeled_size(method_cfg: DictConfig) -> int:
+    """How many unlabeled texts the method learns from (PET's LM loss and ensemble); 0 for the others."""
+    wanted = method_cfg.get("lm_weight") or method_cfg.get("mode") in ("ensemble", "ipet")
+    return int(method_cfg.get("unlabeled_size") or 0) if wanted else 0
+
+
+def attach_unlabeled(method: Method, splits: Splits, cfg: DictConfig) -> None:
+    """Give the method its unlabeled texts; without a pool beyond the few-shot split (ready-made LM-BFF
+    splits) the training texts serve, their labels unused."""
+    if unlabeled_size(cfg.method):
+        texts = splits.unlabeled or splits.train
+        method.use_unlabeled(method.encode(texts), int(cfg.trainer.batch_size), int(cfg.seed))
 
 
 def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | None) -> Snapshots:
@@ -107,10 +127,15 @@ def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | No
 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
+    if cfg.method.get("mode") in ("ensemble", "ipet"):
+        from prompttune.ensemble import run_ensemble
+
+        return run_ensemble(cfg, run_dir)
     previous = RunRecord.read(run_dir)
     snapshots = resumable_snapshots(cfg, run_dir, previous)
     record = begin(cfg, "train", run_dir, previous)
-    splits, setup = draw_splits(cfg, run_dir)
+    splits, setup = draw_splits(cfg, run_dir, unlabeled_size(cfg.method))
+    attach_unlabeled(setup.method, splits, cfg)
     log.info(
         "%s on %s with %s: %d train, %d dev, %d test",
         cfg.method.name,

@@ -12,7 +12,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class GroupSummary:
     trainable_ratio: float | None
     train_seconds: float | None
     run_dirs: list[str]
+    selected: dict[int, list[str]] | None = None  # --select dev: each seed's chosen settings
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -113,6 +114,48 @@ def problem_with(metrics: dict[str, Any]) -> str | None:
     return None
 
 
+def variant_runs(run: Run) -> list[Run]:
+    """A PET ensemble run (`method.mode=ensemble`) as one row per variant: each pattern's model, their
+    ensemble and the distilled model, labelled apart; any other run as itself."""
+    metrics = run.metrics
+    if run.problem is not None or not isinstance(metrics.get("ensemble"), dict):
+        return [run]
+    patterns = [p for p in metrics.get("patterns") or [] if isinstance(p, dict)]
+    variants = [(f"pattern {p.get('pattern_id')}", p) for p in patterns]
+    variants += [("ensemble", metrics["ensemble"] | {"train_seconds": pattern_seconds(patterns)})]
+    variants += [("distilled", (metrics.get("distilled") or {}) | {"train_seconds": metrics.get("train_seconds")})]
+    return [
+        replace(run, metrics=metrics | {"variant": name, **{k: block.get(k) for k in VARIANT_KEYS}})
+        for name, block in variants
+    ]
+
+
+VARIANT_KEYS = ("dev", "test", "params", "train_seconds")
+
+
+def pattern_seconds(patterns: list[dict]) -> float | None:
+    seconds = [p.get("train_seconds") for p in patterns]
+    return sum(seconds) if seconds and all(is_number(s) for s in seconds) else None
+
+
+def select_best_dev(runs: list[Run]) -> list[Run]:
+    """LM-BFF's model selection: for each dataset, model, shots, method and seed, the completed run with the
+    best dev accuracy among the settings of a grid (the first one on a tie); its settings then no longer
+    split the rows, and are kept as `selected_settings`."""
+    best: dict[tuple, Run] = {}
+    for run in runs:
+        dev = metric_value(run.metrics, "dev", "accuracy")
+        if run.problem is not None or not is_number(dev):
+            continue
+        key = (*(run.metrics[k] for k in ("dataset", "model", "shots")), method_label(run.metrics), run.metrics["seed"])
+        if key not in best or dev > metric_value(best[key].metrics, "dev", "accuracy"):
+            best[key] = run
+    return [
+        replace(run, metrics=run.metrics | {"settings": [], "selected_settings": sorted(run_settings(run))})
+        for run in best.values()
+    ]
+
+
 def metric_value(metrics: dict[str, Any], split: str, name: str) -> Any:
     block = metrics.get(split)
     return block.get(name) if isinstance(block, dict) else None
@@ -161,7 +204,8 @@ def method_label(metrics: dict[str, Any]) -> str:
     """The method, marked when the numbers come from `prompttune eval` (zero-shot or a re-evaluation), so
     they are never averaged with trained runs of the same method."""
     command = metrics.get("command", "train")
-    return str(metrics["method"]) if command in ("train", None) else f"{metrics['method']} [{command}]"
+    label = str(metrics["method"]) if command in ("train", None) else f"{metrics['method']} [{command}]"
+    return f"{label} {metrics['variant']}" if metrics.get("variant") else label
 
 
 def number_first(value: Any) -> tuple[int, float | str]:
@@ -182,7 +226,14 @@ def summarize_group(key: tuple, runs: list[Run]) -> GroupSummary:
         trainable_ratio=mean_or_none([param_count(run, "ratio") for run in runs]),
         train_seconds=mean_or_none([run.metrics.get("train_seconds") for run in runs]),
         run_dirs=[str(run.run_dir) for run in runs],
+        selected=selected_settings(runs),
     )
+
+
+def selected_settings(runs: list[Run]) -> dict[int, list[str]] | None:
+    if not any("selected_settings" in run.metrics for run in runs):
+        return None
+    return {run.metrics["seed"]: run.metrics.get("selected_settings", []) for run in runs}
 
 
 def param_count(run: Run, name: str) -> Any:
@@ -282,10 +333,24 @@ def markdown_table(header: tuple[str, ...], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SELECTED_HEADER = ("dataset", "model", "shots", "method", "seed", "selected settings")
+
+
+def selected_rows(summaries: list[GroupSummary]) -> list[list[str]]:
+    return [
+        [str(s.dataset), str(s.model), str(s.shots), str(s.method), str(seed), " ".join(settings) or "(defaults)"]
+        for s in summaries
+        for seed, settings in (s.selected or {}).items()
+    ]
+
+
 def markdown_report(summaries: list[GroupSummary], incomplete: list[Run]) -> str:
     text = "# prompttune report\n\n"
     text += "Test metrics in %, mean ± sample std over seeds (completed runs only).\n\n"
     text += markdown_table(SUMMARY_HEADER, summary_rows(summaries))
+    if any(s.selected for s in summaries):
+        text += "\n## Settings selected by best dev accuracy, per seed\n\n"
+        text += markdown_table(SELECTED_HEADER, selected_rows(summaries))
     if incomplete:
         text += "\n## Runs not included\n\n" + markdown_table(INCOMPLETE_HEADER, incomplete_rows(incomplete))
     return text
@@ -351,6 +416,7 @@ def json_report(summaries: list[GroupSummary], incomplete: list[Run], metric: st
             "trainable_ratio": s.trainable_ratio,
             "train_seconds_mean": s.train_seconds,
             "run_dirs": s.run_dirs,
+            "selected_settings": s.selected,
         }
         for s in summaries
     ]
@@ -477,6 +543,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="where to write report.{md,csv,json,png} (default: the single given dir, else the current dir)",
     )
     parser.add_argument("--metric", choices=PLOTTABLE_METRICS, default="accuracy", help="test metric to plot")
+    parser.add_argument(
+        "--select",
+        choices=("dev",),
+        default=None,
+        help="dev: per method and seed, keep only the setting with the best dev accuracy (a -m grid), as LM-BFF",
+    )
     return parser.parse_args(argv)
 
 
@@ -496,17 +568,20 @@ def print_tables(summaries: list[GroupSummary], incomplete: list[Run]) -> None:
         console.print(rich_table(title, SUMMARY_HEADER, summary_rows(summaries)))
     else:
         console.print("No completed run yet.")
+    if any(s.selected for s in summaries):
+        title = "Settings selected by best dev accuracy, per seed"
+        console.print(rich_table(title, SELECTED_HEADER, selected_rows(summaries)))
     if incomplete:
         console.print(rich_table("Runs not included", INCOMPLETE_HEADER, incomplete_rows(incomplete)))
 
 
-def report(dirs: list[Path], out: Path | None, metric: str) -> list[Path]:
+def report(dirs: list[Path], out: Path | None, metric: str, select: str | None = None) -> list[Path]:
     dirs = checked_dirs(dirs)
     files = find_metrics_files(dirs)
     if not files:
         raise UserError(f"no {METRICS_FILE} found below {', '.join(map(str, dirs))}")
-    runs = [read_run(path) for path in files]
-    summaries = summarize(runs)
+    runs = [variant for path in files for variant in variant_runs(read_run(path))]
+    summaries = summarize(select_best_dev(runs) if select == "dev" else runs)
     incomplete = [run for run in runs if run.problem is not None]
     print_tables(summaries, incomplete)
     return write_reports(out or (dirs[0] if len(dirs) == 1 else Path.cwd()), summaries, incomplete, metric)
@@ -518,7 +593,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exit_request:  # --help, or argparse's own usage error (already printed)
         return exit_request.code if isinstance(exit_request.code, int) else 2
     try:
-        written = report(args.dirs, args.out, args.metric)
+        written = report(args.dirs, args.out, args.metric, args.select)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

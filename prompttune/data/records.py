@@ -7,7 +7,7 @@ from dataclasses import dataclass
 class Example:
     guid: str  # stable id within its source, e.g. "mr-00042" or "train-17"
     text_a: str
-    label: int  # index into the dataset config's `labels`
+    label: int  # index into the dataset config's `labels`; -1 in the unlabeled pool
     text_b: str | None = None
 
 

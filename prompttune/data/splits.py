@@ -2,7 +2,7 @@
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
@@ -17,6 +17,7 @@ class Splits:
     train: list[Example]
     dev: list[Example]
     test: list[Example]
+    unlabeled: list[Example] = field(default_factory=list)  # texts only (label -1): PET's unlabeled pool
 
     def named_splits(self) -> dict[str, list[Example]]:
         return {"train": self.train, "dev": self.dev, "test": self.test}
@@ -24,12 +25,16 @@ class Splits:
     def to_json(self) -> dict:
         """What a run writes to splits.json: labels, sizes, per-label counts and every example."""
         named = self.named_splits()
-        return {
+        saved = {
             "labels": list(self.labels),
             "counts": {name: len(examples) for name, examples in named.items()},
             "label_counts": {name: self._label_counts(examples) for name, examples in named.items()},
             **{name: [self._example_json(example) for example in examples] for name, examples in named.items()},
         }
+        if self.unlabeled:
+            saved["counts"]["unlabeled"] = len(self.unlabeled)
+            saved["unlabeled"] = [{"guid": e.guid, "text_a": e.text_a, "text_b": e.text_b} for e in self.unlabeled]
+        return saved
 
     def _label_counts(self, examples: list[Example]) -> dict[str, int]:
         return {label: sum(example.label == i for example in examples) for i, label in enumerate(self.labels)}
@@ -69,6 +74,15 @@ def sample_train_dev(
     rng.shuffle(train)
     rng.shuffle(dev)
     return train, dev
+
+
+def sample_unlabeled(pool: list[Example], split: list[Example], size: int, seed: int) -> list[Example]:
+    """`size` examples of the training pool outside the few-shot split, drawn by seed, their labels dropped
+    (label -1): the unlabeled set PET trains its auxiliary LM loss on and soft-labels for distillation."""
+    taken = {(example.text_a, example.text_b) for example in split}
+    rest = [example for example in pool if (example.text_a, example.text_b) not in taken]
+    drawn = random.Random(seed).sample(rest, min(size, len(rest)))
+    return [Example(example.guid, example.text_a, -1, example.text_b) for example in drawn]
 
 
 def subsample_test(test: list[Example], n_labels: int, test_size: int | None) -> list[Example]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
@@ -49,9 +50,17 @@ class Task:
         return "{text_a}{sep} {text_b}" if self.has_text_b else "{text_a}"
 
 
+def distillation_loss(logits: torch.Tensor, soft_labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """PET's distillation loss: KL(teacher || student) with the student's logits at the temperature, scaled by
+    T² (soft_labels are the teacher's distribution, already at the temperature); mean over the batch."""
+    log_student = F.log_softmax(logits / temperature, dim=-1)
+    return F.kl_div(log_student, soft_labels, reduction="batchmean") * temperature**2
+
+
 class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     soft_tokens_allowed: ClassVar[bool] = False
+    distill_temperature: float = 1.0  # the temperature of the soft labels it is distilled on, if any
 
     def __init__(self, cfg: MethodConfig, backbone: Backbone, task: Task, max_length: int):
         super().__init__()
@@ -79,6 +88,9 @@ class Method(nn.Module):
     def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
         return self.backbone.hidden_states(input_ids, attention_mask)
 
+    def use_unlabeled(self, encoded: list[EncodedExample], batch_size: int, seed: int) -> None:
+        """Unlabeled texts, put through the template, for a method that learns from them too (PET's LM loss)."""
+
     def prompt_parameters(self) -> list[nn.Parameter]:
         """Parameters trained at trainer.prompt_lr (soft prompts and their encoders)."""
         return []
@@ -86,6 +98,14 @@ class Method(nn.Module):
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.hidden_states, batch)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the training loop minimises: cross-entropy on the labels, or the distillation loss on soft
+        labels when the batch has them."""
+        logits = self(batch).float()
+        if "soft_labels" in batch:
+            return distillation_loss(logits, batch["soft_labels"], self.distill_temperature)
+        return F.cross_entropy(logits, batch["labels"])
 
     def pattern(self) -> dict[str, Any]:
         patterns = self.task.patterns

@@ -47,6 +47,7 @@ class Backbone(nn.Module):
     architectures: ClassVar[tuple[str, ...]] = ()  # class-name endings that select it for model.kind=auto
     auto_class: ClassVar[type]  # the transformers Auto class that loads it
     cut_at_mask: ClassVar[bool] = False  # the template ends at {mask}; the next token is scored
+    has_lm_loss: ClassVar[bool] = False  # lm_loss is defined (PET's auxiliary LM loss)
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str):
         super().__init__()
@@ -119,6 +120,13 @@ class Backbone(nn.Module):
     def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
         """The hidden states as the LM head receives them (a family may rescale them first)."""
         return hidden
+
+    def lm_loss(
+        self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """The family's own language-modelling loss on a batch of unlabeled text (PET's auxiliary loss); None
+        when the batch has nothing to predict. `generator` draws any randomness (e.g. which tokens to mask)."""
+        raise UserError(f"model {self.name} has no language-modelling loss here; set method.lm_weight=0")
 
     def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """LM logits of the given tokens only ([N, H], [K] -> [N, K]): the head's transform, then the

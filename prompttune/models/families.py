@@ -8,6 +8,7 @@ model config to its family; methods, heads and encoding only ask the family.
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
@@ -20,6 +21,31 @@ class MaskedLM(Backbone):
 
     architectures = ("ForMaskedLM",)
     auto_class = AutoModelForMaskedLM
+    mlm_probability = 0.15  # BERT's and PET's share of tokens chosen for masked-LM training
+    has_lm_loss = True
+
+    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """PET's masked-LM loss: the vocabulary is scored at the chosen positions only."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        corrupted, chosen = self.mask_tokens(ids, attention, generator)
+        if not chosen.any():
+            return None
+        hidden = hidden_fn(corrupted, attention, batch["soft_positions"])[chosen]
+        return F.nll_loss(self.lm_log_probs(hidden), ids[chosen])
+
+    def mask_tokens(
+        self, ids: torch.Tensor, attention: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT's corruption, as PET applies it: 15% of the real, non-special tokens are chosen; 80% of them
+        become the mask token, 10% a random token, 10% stay. Returns (corrupted ids, chosen positions)."""
+        special = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
+        draws = torch.rand((3, *ids.shape), generator=generator).to(ids.device)
+        chosen = (draws[0] < self.mlm_probability) & attention.bool() & ~torch.isin(ids, special)
+        to_mask = chosen & (draws[1] < 0.8)
+        to_random = chosen & ~to_mask & (draws[2] < 0.5)
+        random_ids = torch.randint(len(self.tokenizer), ids.shape, generator=generator).to(ids.device)
+        corrupted = torch.where(to_mask, self.tokenizer.mask_token_id, torch.where(to_random, random_ids, ids))
+        return corrupted, chosen
 
 
 class CausalLM(Backbone):
@@ -33,6 +59,17 @@ class CausalLM(Backbone):
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         last = attention_mask.sum(1, keepdim=True) - 1
         return pick(hidden, last).squeeze(1)
+
+    has_lm_loss = True
+
+    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """The next-token loss over every real token after the first; the vocabulary is scored only there."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        predicted = attention[:, 1:].bool()  # position t predicts token t + 1 wherever that token is real
+        if not predicted.any():
+            return None
+        hidden = hidden_fn(ids, attention, batch["soft_positions"])[:, :-1][predicted]
+        return F.nll_loss(self.lm_log_probs(hidden), ids[:, 1:][predicted])
 
     def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
         if verbalizer.max_tokens == 1:

@@ -17,6 +17,7 @@ class EncodedExample:
     mask_positions: list[int]  # one per mask token; cut at the mask: the position whose next token is scored
     soft_positions: list[int]
     label: int
+    soft_label: tuple[float, ...] | None = None  # a teacher's class distribution, for distillation
 
 
 class TemplateEncoder:
@@ -140,10 +141,13 @@ def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
     for row, e in enumerate(batch):
         input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
         attention_mask[row, : len(e.input_ids)] = 1
-    return {
+    tensors = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "mask_positions": torch.tensor([e.mask_positions for e in batch], dtype=torch.long),
         "soft_positions": torch.tensor([e.soft_positions for e in batch], dtype=torch.long),
         "labels": torch.tensor([e.label for e in batch], dtype=torch.long),
     }
+    if batch[0].soft_label is not None:
+        tensors["soft_labels"] = torch.tensor([e.soft_label for e in batch], dtype=torch.float)
+    return tensors

@@ -69,11 +69,17 @@ def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, devi
 
 
 def evaluate(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> dict[str, float]:
+    logits = class_logits(method, encoded, cfg, device)
+    labels = torch.tensor([e.label for e in encoded])
+    return classification_metrics(logits, labels, len(method.task.labels))
+
+
+def class_logits(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device):
+    """The class scores evaluation uses: the method's logits, calibrated when method.calibration says so."""
     logits = predict(method, encoded, cfg, device)
     if method.cfg.calibration == "contextual":
         logits = contextual_calibration(method, logits, cfg, device)
-    labels = torch.tensor([e.label for e in encoded])
-    return classification_metrics(logits, labels, len(method.task.labels))
+    return logits
 
 
 def contextual_calibration(method: Method, logits: torch.Tensor, cfg: DictConfig, device: torch.device):
@@ -155,8 +161,7 @@ def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: flo
 def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
     batch = to_device(batch, device)
     with autocast(device, cfg.precision):
-        logits = method(batch)
-    loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        loss = method.training_loss(batch)
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"the loss became {loss.item()} at step {schedule.last_epoch + 1}; lower trainer.lr")
     optimizer.zero_grad(set_to_none=True)
