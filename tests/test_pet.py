@@ -190,7 +190,7 @@ def test_ensemble_run_trains_each_pattern_weights_by_dev_and_distills(tmp_path):
     metrics = run_ensemble(cfg, tmp_path)
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["status"] == "completed" and saved["test"] == saved["distilled"]["test"] == metrics["test"]
+    assert saved["status"] == "completed" and saved["test"] == saved["distilled"]["test"] == metrics.test
     patterns = saved["patterns"]
     assert [p["pattern_id"] for p in patterns] == [0, 2]
     assert saved["ensemble"]["weights"] == [p["dev"]["accuracy"] for p in patterns]
