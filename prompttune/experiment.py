@@ -108,7 +108,7 @@ def attach_unlabeled(method: Method, splits: Splits, cfg: DictConfig) -> None:
     splits) the training texts serve, their labels unused."""
     if unlabeled_size(cfg.method):
         texts = splits.unlabeled or splits.train
-        method.use_unlabeled(method.encode(texts), int(cfg.trainer.batch_size), int(cfg.seed))
+        method.use_unlabeled(method.encode(texts), int(cfg.trainer.batch_size))
 
 
 def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | None) -> Snapshots:

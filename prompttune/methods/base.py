@@ -88,7 +88,7 @@ class Method(nn.Module):
     def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
         return self.backbone.hidden_states(input_ids, attention_mask)
 
-    def use_unlabeled(self, encoded: list[EncodedExample], batch_size: int, seed: int) -> None:
+    def use_unlabeled(self, encoded: list[EncodedExample], batch_size: int) -> None:
         """Unlabeled texts, put through the template, for a method that learns from them too (PET's LM loss)."""
 
     def prompt_parameters(self) -> list[nn.Parameter]:

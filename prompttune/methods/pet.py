@@ -91,15 +91,15 @@ class Pet(Method):
             param.requires_grad_(True)
 
     # --- auxiliary language modelling -----------------------------------------------------------
-    def use_unlabeled(self, encoded: list[EncodedExample], batch_size: int, seed: int) -> None:
-        """Texts for the auxiliary LM loss, already put through the pattern; each step takes the next batch."""
+    def use_unlabeled(self, encoded: list[EncodedExample], batch_size: int) -> None:
+        """Texts for the auxiliary LM loss, already put through the pattern; each step draws a batch of them.
+        Every draw (which texts, which tokens to mask) comes from torch's global generator, which a resumed
+        run restores: the same steps see the same unlabeled batches."""
         if not self.backbone.has_lm_loss:  # T5's span corruption is not implemented
             log.warning("model %s: no auxiliary LM loss for its family; PET trains without it", self.backbone.name)
             return
         self._unlabeled = encoded
         self._lm_batch_size = batch_size
-        self._lm_rng = torch.Generator().manual_seed(seed)
-        self._lm_order: list[int] = []
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = super().training_loss(batch)
@@ -111,12 +111,10 @@ class Pet(Method):
         return (1 - self.cfg.lm_weight) * loss + self.cfg.lm_weight * lm_loss
 
     def _next_unlabeled_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
-        if len(self._lm_order) < self._lm_batch_size:  # a new pass, as PET restarts its unlabeled loader
-            self._lm_order += torch.randperm(len(self._unlabeled), generator=self._lm_rng).tolist()
-        chosen, self._lm_order = self._lm_order[: self._lm_batch_size], self._lm_order[self._lm_batch_size :]
+        chosen = torch.randperm(len(self._unlabeled))[: self._lm_batch_size].tolist()
         batch = collate([self._unlabeled[i] for i in chosen], self.backbone.tokenizer.pad_token_id)
         return {k: v.to(device) for k, v in batch.items()}
 
     def lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Masked-LM loss (MLM) or next-token loss (causal LM) of an unlabeled batch; None if nothing to predict."""
-        return self.backbone.lm_loss(self.hidden_states, batch, self._lm_rng)
+        return self.backbone.lm_loss(self.hidden_states, batch, None)

@@ -122,10 +122,10 @@ class Backbone(nn.Module):
         return hidden
 
     def lm_loss(
-        self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator
+        self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator | None
     ) -> torch.Tensor | None:
         """The family's own language-modelling loss on a batch of unlabeled text (PET's auxiliary loss); None
-        when the batch has nothing to predict. `generator` draws any randomness (e.g. which tokens to mask)."""
+        when the batch has nothing to predict. `generator` (None: torch's global one) draws which tokens to mask."""
         raise UserError(f"model {self.name} has no language-modelling loss here; set method.lm_weight=0")
 
     def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ class MaskedLM(Backbone):
     mlm_probability = 0.15  # BERT's and PET's share of tokens chosen for masked-LM training
     has_lm_loss = True
 
-    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator):
+    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator | None):
         """PET's masked-LM loss: the vocabulary is scored at the chosen positions only."""
         ids, attention = batch["input_ids"], batch["attention_mask"]
         corrupted, chosen = self.mask_tokens(ids, attention, generator)
@@ -34,7 +34,7 @@ class MaskedLM(Backbone):
         return F.nll_loss(self.lm_log_probs(hidden), ids[chosen])
 
     def mask_tokens(
-        self, ids: torch.Tensor, attention: torch.Tensor, generator: torch.Generator
+        self, ids: torch.Tensor, attention: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT's corruption, as PET applies it: 15% of the real, non-special tokens are chosen; 80% of them
         become the mask token, 10% a random token, 10% stay. Returns (corrupted ids, chosen positions)."""
@@ -62,7 +62,7 @@ class CausalLM(Backbone):
 
     has_lm_loss = True
 
-    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator):
+    def lm_loss(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], generator: torch.Generator | None):
         """The next-token loss over every real token after the first; the vocabulary is scored only there."""
         ids, attention = batch["input_ids"], batch["attention_mask"]
         predicted = attention[:, 1:].bool()  # position t predicts token t + 1 wherever that token is real
