@@ -7,13 +7,14 @@ from pathlib import Path
 from prompttune.errors import UserError
 from prompttune.paths import CONFIG_DIR, GROUPS
 
-USAGE = """usage: prompttune {train,eval,report} [hydra overrides and flags]
+USAGE = """usage: prompttune {train,eval,report,bench} [hydra overrides and flags]
 
   prompttune train method=ptuning_v1 shots=16
   prompttune train -m method=finetune,pet seed=13,21,42
   prompttune eval run=outputs/<date>/<time>          re-evaluate a training run
   prompttune eval method=pet dataset=mr               zero-shot evaluation of a pattern
   prompttune report outputs/multirun/<date>/<time>    mean ± std table, files and plot
+  prompttune bench                                    every method against PEFT, fp32 and bf16
 
 Hydra's flags work after the subcommand: -m, --cfg job, --help, --config-dir DIR."""
 
@@ -32,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         from prompttune.report import main as report_main
 
         return report_main(rest)
+    if command == "bench":
+        from prompttune.bench import main as bench_main
+
+        return bench_main(rest)
     if command not in ("train", "eval"):
-        print(f"error: unknown command {command!r}; use train, eval or report (prompttune --help)", file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}; use train, eval, report or bench (prompttune --help)", file=sys.stderr
+        )
         return 2
     try:
         if not _INSPECT_FLAGS.intersection(rest):

@@ -19,6 +19,8 @@ from prompttune.models.loading import load_backbone
 from prompttune.probes import peak_memory_mb, reset_peak_memory, timed
 from prompttune.record import RunRecord, config_sha, settings_of
 from prompttune.runs import load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
+from prompttune.training import precision
+from prompttune.training.flops import FlopCounter, throughput
 from prompttune.training.loop import evaluate, train
 from prompttune.training.state import STATE_DIR, Snapshots
 from prompttune.validation import validate
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 class Setup:
     method: Method
     device: torch.device
+    precision: str = "fp32"  # as resolved: fp32 or bf16
 
 
 def task_of(dataset_cfg: DictConfig, splits_have_text_b: bool) -> Task:
@@ -42,7 +45,9 @@ def build(cfg: DictConfig, has_text_b: bool) -> Setup:
     torch.manual_seed(int(cfg.seed))
     backbone = load_backbone(cfg.model)
     method = build_method(cfg.method, backbone, task_of(cfg.dataset, has_text_b), int(cfg.model.max_length))
-    return Setup(method.to(device), device)
+    method.to(device)
+    precision.hold_backbone(method, cfg.trainer.precision, device)
+    return Setup(method, device, precision.resolve(cfg.trainer.precision, device))
 
 
 def pick_device(name: str) -> torch.device:
@@ -124,8 +129,11 @@ def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
         record.resumed_at_steps.append(int(snapshots.latest().stem))
         record.write(run_dir)
     train_set, dev_set = setup.method.encode(splits.train), setup.method.encode(splits.dev)
+    counter = FlopCounter(setup.method)
     result = train(setup.method, train_set, dev_set, cfg.trainer, setup.device, int(cfg.seed), snapshots)
+    counter.reset_eval()
     test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer)
+    counter.close()
     size = save_checkpoint(run_dir, setup.method.trainable_state(), cfg)
     record.status = "completed"
     record.dev, record.test, record.params = result.best_dev, test, setup.method.parameter_counts()
@@ -133,6 +141,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     record.train_seconds, record.seconds_per_step = result.train_seconds, result.seconds_per_step
     record.train_examples_per_second = result.examples_per_second
     record.checkpoint_bytes = size
+    record.extra["throughput"] = throughput(counter, result.steps, result.train_seconds, len(splits.test), eval_seconds)
     finish(record, setup, eval_seconds, len(splits.test), run_dir)
     snapshots.clear()  # a completed run needs no state: its checkpoint and metrics are final
     return record
@@ -142,6 +151,7 @@ def finish(record: RunRecord, setup: Setup, eval_seconds: float, n_test: int, ru
     record.status = "completed"
     record.eval_seconds, record.eval_examples_per_second = eval_seconds, n_test / eval_seconds
     record.peak_memory_mb = peak_memory_mb(setup.device)
+    record.extra["precision"] = setup.precision
     record.finished_at = now()
     record.write(run_dir)
 
@@ -178,7 +188,10 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRe
 
 def _finish_eval(record: RunRecord, setup: Setup, cfg: DictConfig, dev, test, run_dir: Path) -> RunRecord:
     record.dev = evaluate(setup.method, setup.method.encode(dev), cfg.trainer, setup.device) if dev else None
+    counter = FlopCounter(setup.method)
     record.test, seconds = evaluate_test(setup, test, cfg.trainer)
+    counter.close()
+    record.extra["throughput"] = throughput(counter, 0, 0.0, len(test), seconds)
     record.params = setup.method.parameter_counts()
     finish(record, setup, seconds, len(test), run_dir)
     return record

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from prompttune.data import validate_dataset_config
 from prompttune.errors import UserError
 from prompttune.methods import method_config
+from prompttune.training.precision import PRECISIONS
 
 
 def validate(cfg: DictConfig) -> None:
@@ -45,7 +46,7 @@ def validate_trainer(trainer: DictConfig) -> None:
             continue
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < low:
             raise UserError(f"trainer.{key}={value} is out of range; it must be a number >= {low}")
-    if trainer.precision not in ("fp32", "bf16"):
-        raise UserError(f"trainer.precision={trainer.precision!r} is unknown; use fp32 or bf16")
+    if trainer.precision not in PRECISIONS:
+        raise UserError(f"trainer.precision={trainer.precision!r} is unknown; use one of {list(PRECISIONS)}")
     if trainer.device not in ("auto", "cpu", "cuda") and not str(trainer.device).startswith("cuda:"):
         raise UserError(f"trainer.device={trainer.device!r} is unknown; use auto, cpu or cuda")

@@ -3,7 +3,6 @@
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +15,7 @@ from prompttune.errors import UserError
 from prompttune.methods.base import Method
 from prompttune.prompts.encoding import EncodedExample, collate
 from prompttune.training.metrics import classification_metrics
+from prompttune.training.precision import MasterCopies, adamw, autocast
 from prompttune.training.state import Snapshots, Trainables, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise UserError(f"trainer.precision={precision!r} is unknown; use fp32 or bf16")
-
-
 def batches(encoded: list[EncodedExample], size: int, pad_id: int, order: list[int] | None = None):
     order = order if order is not None else list(range(len(encoded)))
     for start in range(0, len(order), size):
@@ -54,18 +46,20 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> torch.Tensor:
-    """Class logits for every example, in order."""
+    """Class logits for every example, in order. Batches are formed by length, so padding stays small."""
     was_training = method.training
     method.eval()
     pad_id = method.backbone.tokenizer.pad_token_id
+    by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     outputs = []
     with autocast(device, cfg.precision):
-        for batch in batches(encoded, cfg.eval_batch_size, pad_id):
+        for batch in batches(encoded, cfg.eval_batch_size, pad_id, by_length):
             outputs.append(method(to_device(batch, device)).float().cpu())
     method.train(was_training)
-    return torch.cat(outputs)
+    logits = torch.cat(outputs)
+    return logits[torch.argsort(torch.tensor(by_length))]
 
 
 def evaluate(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> dict[str, float]:
@@ -105,11 +99,12 @@ def train(
     groups = method.param_groups(cfg.lr, cfg.prompt_lr, cfg.weight_decay)
     if not groups:
         raise UserError(f"method={method.cfg.name} has no trainable parameters with this config")
-    optimizer = torch.optim.AdamW(groups)
+    masters = MasterCopies(groups)
+    optimizer = adamw(masters.groups, device)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-    trainable = [p for g in groups for p in g["params"]]
     live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
     run = (snapshots.restore(live) if snapshots else None) or TrainProgress()
+    masters.model_to_masters()  # a restored state replaced the weights
     pad_id = method.backbone.tokenizer.pad_token_id
     eval_every = cfg.eval_every or steps
     method.train()
@@ -120,7 +115,7 @@ def train(
                 run.order, run.position = torch.randperm(len(train_set), generator=live.shuffler).tolist(), 0
             for batch in batches(train_set, cfg.batch_size, pad_id, run.order[run.position :]):
                 started = time.perf_counter()
-                loss = _step(method, batch, optimizer, schedule, trainable, cfg, device)
+                loss = _step(method, batch, optimizer, schedule, masters, cfg, device)
                 run.step_seconds += time.perf_counter() - started
                 run.step += 1
                 run.position += len(batch["labels"])
@@ -152,7 +147,7 @@ def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: flo
         run.best_state = {k: v.clone() for k, v in method.trainable_state().items()}
 
 
-def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
+def _step(method, batch, optimizer, schedule, masters: MasterCopies, cfg, device) -> float:
     batch = to_device(batch, device)
     with autocast(device, cfg.precision):
         logits = method(batch)
@@ -161,9 +156,11 @@ def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
         raise TrainingDiverged(f"the loss became {loss.item()} at step {schedule.last_epoch + 1}; lower trainer.lr")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    masters.gradients_to_masters()
     if cfg.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(masters.parameters(), cfg.max_grad_norm, foreach=True)
     optimizer.step()
+    masters.masters_to_model()
     schedule.step()
     return loss.item()
 
