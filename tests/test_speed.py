@@ -45,7 +45,7 @@ def test_bf16_fine_tuning_steps_fp32_masters_into_bf16_weights():
     overrides = ["method=pet", "model=tiny_llama", "trainer.lr=1e-3", "trainer.precision=bf16"]
     method = build_method(*overrides)
     before = toy_loss(method, toy_examples())
-    weight = method.backbone.transformer_layers()[0].mlp.up_proj.weight
+    weight = method.backbone.prompt_layers()[0].mlp.up_proj.weight
     start = weight.detach().clone()
     fit(method, *overrides)
     assert weight.dtype == torch.bfloat16 and not torch.equal(weight, start)
@@ -98,8 +98,8 @@ def test_flops_count_only_what_runs():
     counter = FlopCounter(full)
     with torch.no_grad():
         full(batch)
-    layers = full.backbone.transformer_layers()
-    weights = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    layers = full.backbone.prompt_layers()
+    weights = sum(m.weight.numel() for layer in layers for m in layer.modules() if isinstance(m, torch.nn.Linear))
     attention = 4 * len(layers) * full.backbone.hidden_size * rows * length**2
     assert counter.forward_flops(counter.eval) == 2 * weights * rows * length + attention
     counter.close()

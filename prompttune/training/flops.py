@@ -28,13 +28,14 @@ class FlopCounter:
 
     def __init__(self, method: nn.Module):
         backbone = method.backbone
-        layers = backbone.transformer_layers()
+        layers = backbone.prompt_layers()
         self.n_layers = len(layers)
         self.hidden = backbone.hidden_size
-        linears = [m for m in layers.modules() if isinstance(m, nn.Linear)]
+        linears = [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
         self.weights = sum(m.weight.numel() for m in linears)
         self.trainable_weights = sum(m.weight.numel() for m in linears if m.weight.requires_grad)
-        below = [*layers.parameters(), *backbone.embeddings.parameters(), *method.prompt_parameters()]
+        below = [p for layer in layers for p in layer.parameters()]
+        below += [*backbone.embeddings.parameters(), *method.prompt_parameters()]
         self.gradient_flows = any(p.requires_grad for p in below)
         self.train, self.eval = Usage(), Usage()
         self._handle = layers[0].register_forward_pre_hook(self._count, with_kwargs=True)
