@@ -8,6 +8,7 @@ into the bf16 weights, so small updates are not rounded away.
 """
 
 from contextlib import nullcontext
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -22,9 +23,13 @@ def bf16_supported(device: torch.device) -> bool:
     """Hardware bf16: a GPU that has it, or a CPU with AMX or AVX-512 BF16 instructions."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
     cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return frozenset(cpuinfo.read_text().split()) if cpuinfo.exists() else frozenset()
 
 
 def resolve(precision: str, device: torch.device) -> str:
