@@ -116,7 +116,7 @@ def peer(method: str, precision: str, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from prompttune.experiment import peak_memory_mb
-    from prompttune.models.loading import converted_gguf_folder
+    from prompttune.models.loading import FAMILIES, converted_gguf_folder
     from prompttune.paths import CONFIG_DIR
     from prompttune.prompts.encoding import TemplateEncoder, collate
     from prompttune.prompts.template import parse_template
@@ -135,7 +135,7 @@ def peer(method: str, precision: str, args) -> dict:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         model = _peft_wrapped(model, method)
     words = torch.tensor([tokenizer(" " + w[0], add_special_tokens=False)["input_ids"][0] for w in _label_words(cfg)])
-    encoder = TemplateEncoder(parse_template(PATTERN), tokenizer, "causal", int(cfg.model.max_length))
+    encoder = TemplateEncoder(parse_template(PATTERN), tokenizer, FAMILIES["causal"], int(cfg.model.max_length))
     train, test = _data(cfg, args.batch_size, args.eval_examples)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
