@@ -11,7 +11,7 @@ from prompttune.prompts.encoding import collate
 from prompttune.training import precision
 from prompttune.training.flops import FlopCounter
 from prompttune.training.loop import predict, train
-from tests.conftest import build_method, compose_config, toy_examples
+from tests.helpers import build_method, compose_config, toy_examples
 
 FAST = ["trainer.max_steps=12", "trainer.eval_every=null", "trainer.batch_size=8", "trainer.warmup_ratio=0"]
 
@@ -116,6 +116,7 @@ def test_flops_count_only_what_runs():
     assert frozen_step == pytest.approx(2 * frozen_forward, rel=0.2)  # no weight gradients for frozen weights
 
 
+@pytest.mark.slow
 def test_metrics_carry_throughput_and_precision(tmp_path):
     run = tmp_path / "run"
     args = ["train", "model=tiny_llama", "method=pet", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
