@@ -30,6 +30,7 @@ VOLATILE_FIELDS = frozenset(
         "eval_examples_per_second",
         "peak_memory_mb",
         "resumed_at_steps",
+        "throughput",  # FLOP/s: timing
     }
 )
 # Config keys that do not change a run's results: a run may be resumed with other values of them.

@@ -66,7 +66,8 @@ class FlopCounter:
 
 def throughput(counter: FlopCounter, steps: int, train_seconds: float, n_eval: int, eval_seconds: float) -> dict:
     """FLOPs per training step and per evaluated example, and the FLOP/s achieved, for metrics.json."""
-    per_step = counter.training_flops(counter.train) / steps if steps else 0.0
+    counted = counter.train.forwards  # steps run in this process (fewer than `steps` after a resume)
+    per_step = counter.training_flops(counter.train) / counted if counted else 0.0
     per_example = counter.forward_flops(counter.eval) / n_eval if n_eval else 0.0
     return {
         "flops_per_train_step": per_step,
