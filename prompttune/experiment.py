@@ -18,6 +18,7 @@ from prompttune.methods.base import Method, Task
 from prompttune.models.loading import load_backbone
 from prompttune.probes import peak_memory_mb, reset_peak_memory, timed
 from prompttune.record import RunRecord, config_sha, settings_of
+from prompttune.rundirs import OtherRunsDir
 from prompttune.runs import load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
 from prompttune.training import precision
 from prompttune.training.flops import FlopCounter, throughput
@@ -105,7 +106,7 @@ def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | No
     if previous is None or previous.status == "failed":
         snapshots.clear()
     elif previous.config_sha != config_sha(cfg):
-        raise UserError(f"{run_dir} holds a run of another config; give this run a dir of its own")
+        raise OtherRunsDir(f"{run_dir} holds a run of another config; give this run a dir of its own")
     elif snapshots.latest() is None:
         log.warning("%s has no resumable state (killed before its first save): training it afresh", run_dir)
     return snapshots
