@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
+from prompttune.models.prefix import ATTENTION, prefixes_from
 
 # A method's way of running the backbone: (input_ids, attention_mask, soft_positions) -> hidden [B, L, H]
 HiddenFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,6 +57,7 @@ class Backbone(nn.Module):
         self.embeddings = model.get_input_embeddings()
         self.hidden_size = model.config.hidden_size
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
+        self._attention_sites: list[nn.Module] | None = None  # the attention modules, in the order they run
 
     # --- template layout (class-level: encoding needs no model) ---------------------------------
 
@@ -192,6 +194,52 @@ class Backbone(nn.Module):
         with self.layer_inputs_rewritten(record):
             self.hidden_states(input_ids[None], torch.ones_like(input_ids)[None])
         return torch.stack(captured)
+
+    def attention_sites(self) -> list[nn.Module]:
+        """The modules that call the attention function in one forward, in call order (one per layer for an
+        encoder or decoder; a T5 decoder layer has two), found by running the model once."""
+        if self._attention_sites is None:
+            self._attention_sites = [module for module, _, _ in self._record_attention(self._probe_ids())]
+        return self._attention_sites
+
+    def key_values(self, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values each attention site computes for input_ids [B, L], as [B, kv_heads, L, head_dim]."""
+        return [(key, value) for _, key, value in self._record_attention(input_ids)]
+
+    @contextmanager
+    def key_value_prefixes(self, prefix_of: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+        """While active, attention site i attends to prefix_of(i) = (keys, values) [B or 1, kv_heads, P, head_dim]
+        before the text (see models/prefix.py)."""
+        index = {id(module): i for i, module in enumerate(self.attention_sites())}
+        self._use_prefix_attention()
+
+        def prefix_fn(module, _keys, _values):
+            return prefix_of(index[id(module)]) if id(module) in index else None
+
+        with prefixes_from(prefix_fn):
+            yield
+
+    @torch.no_grad()
+    def _record_attention(self, input_ids: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        seen: dict[int, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
+
+        def record(module, keys, values):
+            seen.setdefault(id(module), (module, keys, values))
+
+        self._use_prefix_attention()
+        with prefixes_from(record):
+            self.hidden_states(input_ids, torch.ones_like(input_ids))
+        if not seen:
+            raise UserError(f"model {self.name} does not run its attention through transformers' attention interface")
+        return list(seen.values())
+
+    def _probe_ids(self) -> torch.Tensor:
+        return torch.ones(1, 2, dtype=torch.long, device=self.embeddings.weight.device)
+
+    def _use_prefix_attention(self) -> None:
+        """Route attention through prefix.ATTENTION: SDPA as before while no prefix is active."""
+        if self.model.config._attn_implementation != ATTENTION:
+            self.model.set_attn_implementation(ATTENTION)
 
     def freeze(self) -> None:
         for param in self.parameters():
