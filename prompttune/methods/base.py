@@ -13,7 +13,7 @@ from torch import nn
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
-from prompttune.methods.heads import LinearHead, VerbalizerHead
+from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerHead
 from prompttune.models.backbone import Backbone
 from prompttune.prompts.encoding import EncodedExample, TemplateEncoder
 from prompttune.prompts.template import Template, parse_template
@@ -25,7 +25,7 @@ CALIBRATIONS = ("none", "contextual")
 @dataclass
 class MethodConfig:
     name: str = MISSING
-    head: str = "verbalizer"  # verbalizer | linear
+    head: str = "verbalizer"  # verbalizer | linear | classification (as AutoModelForSequenceClassification)
     pattern_id: int = 0  # which of the dataset's patterns
     template: str | None = None  # overrides the pattern's template
     verbalizer: dict[str, list[str]] | None = None  # overrides the pattern's verbalizer
@@ -34,6 +34,7 @@ class MethodConfig:
     freeze_backbone: bool = False
     lr: float | None = None  # backbone and head learning rate; null: trainer.lr
     prompt_lr: float | None = None  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
+    head_lr: float | None = None  # a linear/classification head's own learning rate; null: as the backbone
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Method(nn.Module):
 
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.hidden_states, batch)
+        with self.backbone.segment_ids(batch.get("token_type_ids")):
+            return self.head(self.hidden_states, batch)
 
     def pattern(self) -> dict[str, Any]:
         patterns = self.task.patterns
@@ -121,8 +123,10 @@ class Method(nn.Module):
     def _build_head(self) -> nn.Module:
         if self.cfg.head == "linear":
             return LinearHead(self.backbone, len(self.task.labels))
+        if self.cfg.head == "classification":
+            return ClassificationHead(self.backbone, len(self.task.labels))
         if self.cfg.head != "verbalizer":
-            raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer or linear")
+            raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer, linear or classification")
         words = self.cfg.verbalizer or self.pattern()["verbalizer"]
         verbalizer = Verbalizer(
             {k: list(v) for k, v in words.items()},
@@ -134,11 +138,17 @@ class Method(nn.Module):
         return VerbalizerHead(self.backbone, verbalizer)
 
     def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
-        prompt_ids = {id(p) for p in self.prompt_parameters()}
+        """Backbone (and head) at method.lr or trainer.lr; prompts at method.prompt_lr or trainer.prompt_lr; the
+        head at method.head_lr where set."""
         prompt = [p for p in self.prompt_parameters() if p.requires_grad]
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in prompt_ids]
-        groups = [{"params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay}]
-        groups.append({"params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0})
+        head = [p for p in self.head.parameters() if p.requires_grad] if self.cfg.head_lr else []
+        apart = {id(p) for p in prompt + head}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
+        groups = [
+            {"params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay},
+            {"params": head, "lr": self.cfg.head_lr, "weight_decay": weight_decay},
+            {"params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0},
+        ]
         return [g for g in groups if g["params"]]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -58,6 +58,7 @@ class Backbone(nn.Module):
         self.hidden_size = model.config.hidden_size
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
         self._attention_sites: list[nn.Module] | None = None  # the attention modules, in the order they run
+        self._segment_ids: torch.Tensor | None = None  # the current batch's token_type_ids (see segment_ids)
 
     # --- template layout (class-level: encoding needs no model) ---------------------------------
 
@@ -88,13 +89,49 @@ class Backbone(nn.Module):
         return self.run_embedded(embeds, attention_mask)
 
     def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        extra = {}
+        if self._segment_ids is not None and self._segment_ids.shape == embeds.shape[:2]:
+            extra["token_type_ids"] = self._segment_ids
+        return self.body(inputs_embeds=embeds, attention_mask=attention_mask, **extra).last_hidden_state
+
+    @contextmanager
+    def segment_ids(self, token_type_ids: torch.Tensor | None):
+        """While active, the model gets these segment ids (sentence pairs), if it was trained with segments
+        (BERT: type_vocab_size 2; RoBERTa has 1, causal LMs none)."""
+        uses_segments = getattr(self.model.config, "type_vocab_size", 1) > 1
+        self._segment_ids = token_type_ids if uses_segments else None
+        try:
+            yield
+        finally:
+            self._segment_ids = None
 
     # --- heads ----------------------------------------------------------------------------------
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One vector per sequence for a linear head ([B, L, H] -> [B, H]): the first token by default."""
         return hidden[:, 0]
+
+    def sequence_classifier(self, num_labels: int) -> nn.Module:
+        """The head AutoModelForSequenceClassification gives an encoder, on the pooled vector ([B, H] -> [B, labels]):
+        the model's own pooler (dense + tanh, BERT) where the loaded model has one, else a new dense + tanh
+        (RoBERTa's classification head; masked-LM checkpoints load without their pooler), then dropout and a
+        linear classifier."""
+        config, hidden = self.model.config, self.hidden_size
+        dropout = getattr(config, "classifier_dropout", None) or getattr(config, "hidden_dropout_prob", 0.1)
+        pooler = getattr(self.body, "pooler", None)
+        if pooler is not None and hasattr(pooler, "dense"):
+            transform = nn.Sequential(pooler.dense, pooler.activation)
+        else:
+            transform = nn.Sequential(nn.Dropout(dropout), self._new_linear(hidden, hidden), nn.Tanh())
+        return nn.Sequential(transform, nn.Dropout(dropout), self._new_linear(hidden, num_labels))
+
+    def _new_linear(self, width_in: int, width_out: int, bias: bool = True) -> nn.Linear:
+        """A new layer initialised as transformers initialises heads: normal(0, initializer_range), zero bias."""
+        layer = nn.Linear(width_in, width_out, bias=bias)
+        nn.init.normal_(layer.weight, std=getattr(self.model.config, "initializer_range", 0.02))
+        if bias:
+            nn.init.zeros_(layer.bias)
+        return layer
 
     def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
         """Scores [N, W] of every label word: the summed log-probabilities of its tokens at the mask positions;

@@ -34,6 +34,11 @@ class CausalLM(Backbone):
         last = attention_mask.sum(1, keepdim=True) - 1
         return pick(hidden, last).squeeze(1)
 
+    def sequence_classifier(self, num_labels: int) -> nn.Module:
+        """As LlamaForSequenceClassification and GPT2ForSequenceClassification: a plain linear `score`, no bias,
+        on the last non-pad token."""
+        return self._new_linear(self.hidden_size, num_labels, bias=False)
+
     def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
         if verbalizer.max_tokens == 1:
             return super().word_scores(hidden_fn, batch, verbalizer)

@@ -17,6 +17,7 @@ class EncodedExample:
     mask_positions: list[int]  # one per mask token; cut at the mask: the position whose next token is scored
     soft_positions: list[int]
     label: int
+    second_segment: int | None = None  # where the text after the first {sep} starts (segment ids for pairs)
 
 
 class TemplateEncoder:
@@ -102,6 +103,7 @@ class TemplateEncoder:
         ids = list(self._prefix)
         mask_positions: list[int] = []
         soft_positions: list[int] = []
+        second_segment = None
         for seg in self._segments:
             if seg.kind == "literal":
                 ids += self._literal_ids[seg.value]
@@ -112,10 +114,11 @@ class TemplateEncoder:
                 ids += [self._soft_placeholder] * seg.count
             elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
                 ids.append(self.tokenizer.sep_token_id)
+                second_segment = len(ids) if second_segment is None else second_segment
             elif seg.kind == "mask":
                 ids, mask_positions = self._place_mask(ids)
         ids += self._suffix
-        return EncodedExample(ids, mask_positions, soft_positions, label)
+        return EncodedExample(ids, mask_positions, soft_positions, label, second_segment)
 
     def _place_mask(self, ids: list[int]) -> tuple[list[int], list[int]]:
         if self.cut_at_mask:
@@ -133,17 +136,22 @@ class TemplateEncoder:
 
 
 def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch into tensors; positions index into the padded rows."""
+    """Right-pad a batch into tensors; positions index into the padded rows. Pairs also get segment ids
+    (`token_type_ids`: 1 from the text after the first separator on, 0 elsewhere and on padding)."""
     width = max(len(e.input_ids) for e in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, e in enumerate(batch):
         input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
         attention_mask[row, : len(e.input_ids)] = 1
-    return {
+    tensors = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "mask_positions": torch.tensor([e.mask_positions for e in batch], dtype=torch.long),
         "soft_positions": torch.tensor([e.soft_positions for e in batch], dtype=torch.long),
         "labels": torch.tensor([e.label for e in batch], dtype=torch.long),
     }
+    if any(e.second_segment is not None for e in batch):
+        starts = torch.tensor([width if e.second_segment is None else e.second_segment for e in batch])
+        tensors["token_type_ids"] = (torch.arange(width)[None] >= starts[:, None]).long() * attention_mask
+    return tensors
