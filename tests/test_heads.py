@@ -5,7 +5,7 @@ from torch import nn
 
 from prompttune.data.records import Example
 from prompttune.prompts.encoding import collate
-from tests.conftest import build_method, toy_examples
+from tests.helpers import build_method, toy_examples
 
 
 def layers(module: nn.Module) -> list[type]:

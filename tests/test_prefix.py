@@ -5,7 +5,7 @@ import torch
 
 from prompttune.models.backbone import Backbone
 from prompttune.models.loading import load_backbone
-from tests.conftest import build_method, compose_config
+from tests.helpers import build_method, compose_config
 
 # tiny_llama with fewer key/value heads than query heads checks grouped-query attention
 MODELS = {
