@@ -68,6 +68,7 @@ def ours(method: str, precision: str, args) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from prompttune.config import register_configs
     from prompttune.experiment import build, peak_memory_mb
     from prompttune.paths import CONFIG_DIR
     from prompttune.prompts.encoding import collate
@@ -77,6 +78,7 @@ def ours(method: str, precision: str, args) -> dict:
 
     overrides = [f"method={method}", f"model={args.model}", "dataset=mr", f"trainer.precision={precision}"]
     overrides += ["trainer.device=cpu", f"method.template='{PATTERN}'", f"trainer.eval_batch_size={args.eval_batch}"]
+    register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     setup = build(cfg, has_text_b=False)
@@ -115,12 +117,14 @@ def peer(method: str, precision: str, args) -> dict:
     from hydra import compose, initialize_config_dir
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from prompttune.config import register_configs
     from prompttune.experiment import peak_memory_mb
     from prompttune.models.loading import FAMILIES, converted_gguf_folder
     from prompttune.paths import CONFIG_DIR
     from prompttune.prompts.encoding import TemplateEncoder, collate
     from prompttune.prompts.template import parse_template
 
+    register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={args.model}", "dataset=mr"])
     folder = converted_gguf_folder(cfg.model)

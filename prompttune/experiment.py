@@ -9,6 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from prompttune.config import validate
 from prompttune.data import Splits, load_splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
@@ -24,7 +25,6 @@ from prompttune.training import precision
 from prompttune.training.flops import FlopCounter, throughput
 from prompttune.training.loop import evaluate, train
 from prompttune.training.state import STATE_DIR, Snapshots
-from prompttune.validation import validate
 
 log = logging.getLogger(__name__)
 

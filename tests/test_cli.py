@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompttune import cli
+from prompttune.config import validate
 from prompttune.paths import CONFIG_DIR
-from prompttune.validation import validate
 from tests.helpers import compose_config
 
 TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
@@ -149,7 +149,7 @@ def one_error_line(stderr: str) -> str:
         (["train", "trainer.nope=1"], "trainer.nope"),
         (["train", "method.pattern_idd=1"], "pattern_idd"),
         (["train", "trainer.precision=fp8"], "precision"),
-        (["train", "trainer.lr=nan"], "trainer.lr=nan is out of range"),
+        (["train", "trainer.lr=nan"], "trainer.lr=nan is invalid; allowed: a finite number >= 0"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size=0"),
         (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
         (["frobnicate"], "unknown command"),

@@ -5,6 +5,7 @@ A method decides three things: which template the examples go through, how the b
 """
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
@@ -17,24 +18,50 @@ from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerH
 from prompttune.models.backbone import Backbone
 from prompttune.prompts.encoding import EncodedExample, TemplateEncoder
 from prompttune.prompts.template import Template, parse_template
-from prompttune.prompts.verbalizer import Verbalizer
+from prompttune.prompts.verbalizer import Reduce, Verbalizer
+from prompttune.schema import Invalid, bounded
 
-CALIBRATIONS = ("none", "contextual")
+
+class Head(StrEnum):
+    verbalizer = "verbalizer"  # label words' scores at the mask / next token
+    linear = "linear"  # a new linear classifier on one token
+    classification = "classification"  # the head AutoModelForSequenceClassification gives the family
+
+
+class Calibration(StrEnum):
+    none = "none"
+    contextual = "contextual"  # Zhao et al. 2021, applied when evaluating
 
 
 @dataclass
 class MethodConfig:
+    """The keys every method shares; a method's own config subclasses it (its schema in the `method` group)."""
+
     name: str = MISSING
-    head: str = "verbalizer"  # verbalizer | linear | classification (as AutoModelForSequenceClassification)
-    pattern_id: int = 0  # which of the dataset's patterns
+    head: Head = Head.verbalizer
+    pattern_id: int = bounded(0, ge=0)  # which of the dataset's patterns
     template: str | None = None  # overrides the pattern's template
-    verbalizer: dict[str, list[str]] | None = None  # overrides the pattern's verbalizer
-    verbalizer_reduce: str = "mean"  # how a label's several words combine: mean | max | logsumexp
-    calibration: str = "none"  # none | contextual (Zhao et al. 2021), applied when evaluating
+    # Overrides the pattern's verbalizer: {label: [words]}. Typed Any, checked in check(): OmegaConf 2.3 cannot
+    # merge a mapping from the command line into a typed dict field whose value is null.
+    verbalizer: Any = None
+    verbalizer_reduce: Reduce = Reduce.mean  # how a label's several words combine
+    calibration: Calibration = Calibration.none
     freeze_backbone: bool = False
-    lr: float | None = None  # backbone and head learning rate; null: trainer.lr
-    prompt_lr: float | None = None  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
-    head_lr: float | None = None  # a linear/classification head's own learning rate; null: as the backbone
+    lr: float | None = bounded(None, ge=0)  # backbone and head learning rate; null: trainer.lr
+    prompt_lr: float | None = bounded(None, ge=0)  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
+    head_lr: float | None = bounded(None, ge=0)  # a linear/classification head's own learning rate; null: lr
+
+    def check(self) -> None:
+        if self.verbalizer is not None and not is_word_lists(self.verbalizer):
+            raise Invalid("verbalizer", self.verbalizer, "null or {label: [word, ...]} with non-empty words")
+
+
+def is_word_lists(value: Any) -> bool:
+    """{label: [word, ...]} with one or more non-empty words per label."""
+    return isinstance(value, dict) and all(
+        isinstance(words, list) and words and all(isinstance(w, str) and w.strip() for w in words)
+        for words in value.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -56,8 +83,6 @@ class Method(nn.Module):
 
     def __init__(self, cfg: MethodConfig, backbone: Backbone, task: Task, max_length: int):
         super().__init__()
-        if cfg.calibration not in CALIBRATIONS:
-            raise UserError(f"method.calibration={cfg.calibration!r} is unknown; use one of {list(CALIBRATIONS)}")
         self.cfg = cfg
         self.backbone = backbone
         self.task = task
@@ -91,7 +116,7 @@ class Method(nn.Module):
 
     def pattern(self) -> dict[str, Any]:
         patterns = self.task.patterns
-        if not 0 <= self.cfg.pattern_id < len(patterns):
+        if self.cfg.pattern_id >= len(patterns):
             raise UserError(
                 f"method.pattern_id={self.cfg.pattern_id} but dataset {self.task.name} has {len(patterns)} "
                 f"patterns; use 0..{len(patterns) - 1}"
@@ -125,8 +150,6 @@ class Method(nn.Module):
             return LinearHead(self.backbone, len(self.task.labels))
         if self.cfg.head == "classification":
             return ClassificationHead(self.backbone, len(self.task.labels))
-        if self.cfg.head != "verbalizer":
-            raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer, linear or classification")
         words = self.cfg.verbalizer or self.pattern()["verbalizer"]
         verbalizer = Verbalizer(
             {k: list(v) for k, v in words.items()},

@@ -8,12 +8,12 @@ layer on the raw token state."""
 from dataclasses import dataclass
 
 from prompttune.methods import register
-from prompttune.methods.base import Method, MethodConfig
+from prompttune.methods.base import Head, Method, MethodConfig
 
 
 @dataclass
 class FinetuneConfig(MethodConfig):
-    head: str = "classification"
+    head: Head = Head.classification
 
 
 @register("finetune")

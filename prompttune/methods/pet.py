@@ -9,12 +9,18 @@ from dataclasses import dataclass
 
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import Method, MethodConfig
+from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.schema import Invalid
 
 
 @dataclass
 class PetConfig(MethodConfig):
-    head: str = "verbalizer"
+    head: Head = Head.verbalizer
+
+    def check(self) -> None:
+        super().check()
+        if self.freeze_backbone and self.head != Head.verbalizer:
+            raise Invalid("head", self.head, "verbalizer with freeze_backbone=true (the linear head is finetune's)")
 
 
 @register("pet")
@@ -24,8 +30,6 @@ class Pet(Method):
     def setup(self) -> None:
         if not self.cfg.freeze_backbone:
             return
-        if self.cfg.head != "verbalizer":
-            raise UserError("method=pet with freeze_backbone=true needs head=verbalizer; the linear head is finetune's")
         embedding = self.backbone.embeddings.weight
         own = [p for p in self.backbone.lm_head.parameters() if p is not embedding]
         if not own:

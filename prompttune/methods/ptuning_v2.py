@@ -23,7 +23,7 @@ from torch import nn
 
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import MethodConfig, SoftPromptMethod
+from prompttune.methods.base import Head, MethodConfig, SoftPromptMethod
 from prompttune.methods.prompt_tuning import soft_prefixed
 from prompttune.models.backbone import write_at
 
@@ -32,7 +32,7 @@ PREFIXES = ("key_value", "hidden_states")
 
 @dataclass
 class PTuningV2Config(MethodConfig):
-    head: str = "linear"  # as the paper; verbalizer is an option
+    head: Head = Head.linear  # as the paper; verbalizer is an option
     freeze_backbone: bool = True
     prefix: str = "key_value"  # key_value: per-layer key/value prefixes (the paper) | hidden_states (ablation)
     n_tokens: int = 16  # prefix length at every layer

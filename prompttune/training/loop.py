@@ -1,4 +1,5 @@
-"""The training loop shared by every method: AdamW, warmup then linear decay, clipping, best-on-dev, resumable."""
+"""The training loop shared by every method: AdamW or Adafactor, warmup then linear decay, clipping, best-on-dev,
+resumable."""
 
 import logging
 import math
@@ -34,6 +35,13 @@ class TrainResult:
     seconds_per_step: float
     examples_per_second: float
     history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer(name: str, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused), or Adafactor (Shazeer and Stern 2018; Lester et al. train prompts with it), per-group lr."""
+    if name == "adafactor":
+        return torch.optim.Adafactor(groups)
+    return adamw(groups, device)
 
 
 def batches(encoded: list[EncodedExample], size: int, pad_id: int, order: list[int] | None = None):
@@ -94,13 +102,11 @@ def train(
     """Train, keeping the best-on-dev parameters; with `snapshots`, resume from the newest one and save one
     every trainer.save_every steps and on SIGINT/SIGTERM."""
     steps = total_steps(cfg, len(train_set))
-    if steps < 1:
-        raise UserError("training would take 0 steps; set trainer.max_steps or trainer.epochs to at least 1")
     groups = method.param_groups(cfg.lr, cfg.prompt_lr, cfg.weight_decay)
     if not groups:
         raise UserError(f"method={method.cfg.name} has no trainable parameters with this config")
     masters = MasterCopies(groups)
-    optimizer = adamw(masters.groups, device)
+    optimizer = make_optimizer(cfg.optimizer, masters.groups, device)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
     live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
     run = (snapshots.restore(live) if snapshots else None) or TrainProgress()

@@ -14,10 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prompttune.errors import UserError
-
-PRECISIONS = ("fp32", "bf16", "auto")
-
 
 def bf16_supported(device: torch.device) -> bool:
     """Hardware bf16: a GPU that has it, or a CPU with AMX or AVX-512 BF16 instructions."""
@@ -34,8 +30,6 @@ def _cpu_flags() -> frozenset[str]:
 
 def resolve(precision: str, device: torch.device) -> str:
     """fp32 or bf16; `auto` is bf16 where the hardware supports it."""
-    if precision not in PRECISIONS:
-        raise UserError(f"trainer.precision={precision!r} is unknown; use one of {list(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
