@@ -26,7 +26,7 @@ BAD_INPUTS = [
     (["method.calibration=platt"], "method.calibration=platt is invalid; allowed: none, contextual"),
     (["method.head=mlp"], "method.head=mlp is invalid; allowed: verbalizer, linear"),
     (["method.verbalizer_reduce=median"], "method.verbalizer_reduce=median is invalid; allowed: mean, max, logsumexp"),
-    (["model.kind=x"], "model.kind=x is invalid; allowed: mlm, causal, encoder, auto"),
+    (["model.kind=x"], "model.kind=x is invalid; allowed: mlm, causal, encoder, encoder_decoder, auto"),
     (["model.source=x"], "model.source=x is invalid; allowed: hub, package_folder, gguf_package, tiny"),
     (["trainer.precision=fp8"], "trainer.precision=fp8 is invalid; allowed: fp32, bf16, auto"),
     (["trainer.optimizer=sgd"], "trainer.optimizer=sgd is invalid; allowed: adamw, adafactor"),
@@ -57,8 +57,8 @@ BAD_INPUTS = [
     # rules between keys
     (["method=prompt_tuning", "method.init=text"], "method.init_text=null is invalid; allowed: some text when"),
     (["method.freeze_backbone=true", "method.head=linear"], "method.head=linear is invalid; allowed: verbalizer with"),
-    (["model=tiny_bert", "model.kind=auto"], "model.kind=auto is invalid; allowed: mlm, causal, encoder (auto needs"),
-    (["model=hub"], "model.name_or_path is required but not set"),
+    (["model=tiny_bert", "model.kind=auto"], "model.kind=auto is invalid; allowed: mlm, causal, encoder, encoder_"),
+    (["model=hub"], "model.name_or_path=null is invalid; allowed: a value: model.source=hub needs"),
     # keys
     (["trainer.nope=1"], "trainer.nope is not a config key; allowed keys here: max_steps, epochs"),
     (["method.n_tokens=3"], "method.n_tokens is not a config key; allowed keys here: name, head"),

@@ -43,7 +43,7 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
+    name: str | None = None  # required; null only so that hub.yaml's ${model.name_or_path} can wait for its value
     source: ModelSource = ModelSource.hub
     kind: ModelKind = ModelKind.auto
     name_or_path: str | None = None  # hub: any hub id or local folder
@@ -64,7 +64,7 @@ class ModelConfig:
             ModelSource.gguf_package: ("package", "file"),
             ModelSource.tiny: ("tokenizer", "architecture"),
         }[self.source]
-        for key in needs:
+        for key in (*needs, "name"):
             if getattr(self, key) is None:
                 raise Invalid(key, None, f"a value: model.source={self.source} needs model.{key}")
         if self.architecture is not None and not isinstance(self.architecture, dict):
