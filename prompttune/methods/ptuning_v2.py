@@ -17,6 +17,7 @@ code's N(0, 1) embedding.
 """
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -30,13 +31,23 @@ from prompttune.models.backbone import write_at
 PREFIXES = ("key_value", "hidden_states")
 
 
+class Prefix(StrEnum):
+    key_value = "key_value"  # per-layer key/value prefixes (the paper)
+    hidden_states = "hidden_states"  # prompt states at each layer's input (ablation)
+
+
+class DeepInit(StrEnum):
+    vocab = "vocab"  # what sampled real tokens produce at each layer
+    random = "random"
+
+
 @dataclass
 class PTuningV2Config(MethodConfig):
     head: Head = Head.linear  # as the paper; verbalizer is an option
     freeze_backbone: bool = True
-    prefix: str = "key_value"  # key_value: per-layer key/value prefixes (the paper) | hidden_states (ablation)
+    prefix: Prefix = Prefix.key_value  # key_value: per-layer key/value prefixes (the paper) | hidden_states (ablation)
     n_tokens: int = 16  # prefix length at every layer
-    init: str = "vocab"  # vocab: what sampled real tokens produce at each layer | random
+    init: DeepInit = DeepInit.vocab  # vocab: what sampled real tokens produce at each layer | random
     reparameterize: bool = False  # produce the prefixes through a two-layer MLP (random init)
     reparam_hidden: int = 512
     prefix_dropout: float = 0.0  # dropout on the prefixes (key_value), as P-Tuning v2's prefix encoder
