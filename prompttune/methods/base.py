@@ -1,9 +1,12 @@
 """The method protocol: a config dataclass plus a module that maps a batch to class logits.
 
-A method decides three things: which template the examples go through, how the backbone is run
-(`hidden_states`, where soft prompts enter), and which parameters train. Heads do the rest.
+A method decides which template the examples go through, how the backbone is run (`hidden_states`, where
+soft prompts enter), which parameters train, and what it learns from the training examples without the
+gradient loop (`fit_examples`). Heads do the rest. A method that does not train (`trains = False`) skips the
+loop; one that needs no language model (`uses_backbone = False`) is built without loading it.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,12 +17,18 @@ from torch import nn
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerHead
-from prompttune.models.backbone import Backbone
-from prompttune.prompts.encoding import EncodedExample, TemplateEncoder
+from prompttune.models.backbone import Backbone, pick
+from prompttune.models.families import EncoderDecoder
+from prompttune.prompts import label_search
+from prompttune.prompts.demonstrations import DemonstrationEncoder
+from prompttune.prompts.encoding import EncodedExample, TemplateEncoder, collate
 from prompttune.prompts.template import Template, parse_template
 from prompttune.prompts.verbalizer import Verbalizer
 
+log = logging.getLogger(__name__)
 CALIBRATIONS = ("none", "contextual")
+AUTO = "auto"
+SEARCH_BATCH = 16
 
 
 @dataclass
@@ -28,7 +37,9 @@ class MethodConfig:
     head: str = "verbalizer"  # verbalizer | linear | classification (as AutoModelForSequenceClassification)
     pattern_id: int = 0  # which of the dataset's patterns
     template: str | None = None  # overrides the pattern's template
-    verbalizer: dict[str, list[str]] | None = None  # overrides the pattern's verbalizer
+    verbalizer: Any = None  # overrides the pattern's verbalizer: {label: [words]}, or auto (LM-BFF's search)
+    auto_candidates: int = 100  # verbalizer=auto: whole-word candidates per class
+    auto_assignments: int = 100  # verbalizer=auto: assignments kept by train accuracy, re-ranked on dev
     verbalizer_reduce: str = "mean"  # how a label's several words combine: mean | max | logsumexp
     calibration: str = "none"  # none | contextual (Zhao et al. 2021), applied when evaluating
     freeze_backbone: bool = False
@@ -45,6 +56,13 @@ class Task:
     labels: list[str]
     patterns: list[dict[str, Any]]
     has_text_b: bool
+    language: str = "en"
+    seed: int = 13  # the run's seed: demonstrations and other draws from the training split use it
+
+    @property
+    def unspaced(self) -> bool:
+        """Chinese and Japanese: words are not separated by spaces."""
+        return self.language in ("zh", "ja")
 
     def plain_template(self) -> str:
         return "{text_a}{sep} {text_b}" if self.has_text_b else "{text_a}"
@@ -53,8 +71,10 @@ class Task:
 class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     soft_tokens_allowed: ClassVar[bool] = False
+    trains: ClassVar[bool] = True  # False: the gradient loop is skipped (0 steps)
+    uses_backbone: ClassVar[bool] = True  # False: built with backbone=None, the model is never loaded
 
-    def __init__(self, cfg: MethodConfig, backbone: Backbone, task: Task, max_length: int):
+    def __init__(self, cfg: MethodConfig, backbone: Backbone | None, task: Task, max_length: int):
         super().__init__()
         if cfg.calibration not in CALIBRATIONS:
             raise UserError(f"method.calibration={cfg.calibration!r} is unknown; use one of {list(CALIBRATIONS)}")
@@ -62,15 +82,36 @@ class Method(nn.Module):
         self.backbone = backbone
         self.task = task
         self.max_length = max_length
-        self.template = self._checked_template(self.template_source())
-        self.head = self._build_head()
-        if cfg.freeze_backbone:
-            backbone.freeze()
+        self.restored = False  # True once a checkpoint is loaded: fit_examples keeps what it holds
+        if backbone is not None:
+            self.template = self._checked_template(self.template_source())
+            self.head = self._build_head()
+            if cfg.freeze_backbone:
+                backbone.freeze()
         self.setup()
 
     # --- what subclasses override -------------------------------------------------------------
     def setup(self) -> None:
         """Create the method's own parameters (soft prompts, encoders)."""
+
+    def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
+        """Receive the training examples before training or evaluation (demonstrations, closed-form fits).
+        Called again on a restored method (`self.restored`), which keeps what its checkpoint gave it.
+        Overrides call super() first: here verbalizer=auto searches its label words."""
+        if self.cfg.verbalizer == AUTO and not self.restored:
+            self._search_label_words(train, dev)
+
+    def fitted_json(self) -> dict[str, Any]:
+        """What fit_examples learnt that is not a tensor (saved as checkpoint/fitted.json)."""
+        return dict(self.label_search) if self.cfg.verbalizer == AUTO else {}
+
+    def load_fitted_json(self, fitted: dict[str, Any]) -> None:
+        """Restore what fitted_json saved."""
+        if self.cfg.verbalizer == AUTO:
+            if not isinstance(fitted.get("label_words"), dict):
+                raise UserError("the run has no searched label words (checkpoint/fitted.json); retrain it")
+            self.label_search = fitted
+            self.head = self._verbalizer_head(fitted["label_words"])
 
     def template_source(self) -> str:
         if self.cfg.template is not None:
@@ -84,10 +125,29 @@ class Method(nn.Module):
         """Parameters trained at trainer.prompt_lr (soft prompts and their encoders)."""
         return []
 
+    def demonstrations(self, examples: list[Example]) -> list[list[Example]] | None:
+        """The training examples put in each example's context, as the pattern filled with their label word;
+        None: no demonstrations."""
+        return None
+
+    def demonstrations_after_query(self) -> bool:
+        """LM-BFF appends demonstrations after the query on masked LMs; a causal LM reads them before it."""
+        return not self.backbone.cut_at_mask
+
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.backbone.segment_ids(batch.get("token_type_ids")):
             return self.head(self.hidden_states, batch)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.backbone.tokenizer.pad_token_id
+
+    def restore(self, state: dict[str, torch.Tensor], fitted: dict[str, Any]) -> None:
+        """Load a training run's checkpoint: its tensors and what fit_examples learnt."""
+        self.load_fitted_json(fitted)
+        self.load_trainable_state(state)
+        self.restored = True
 
     def pattern(self) -> dict[str, Any]:
         patterns = self.task.patterns
@@ -101,7 +161,20 @@ class Method(nn.Module):
     def encode(self, examples: list[Example]) -> list[EncodedExample]:
         mask_tokens = self.head.verbalizer.max_tokens if isinstance(self.head, VerbalizerHead) else 1
         family, tokenizer = type(self.backbone), self.backbone.tokenizer
-        return TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens).encode(examples)
+        encoder = TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens)
+        demonstrations = self.demonstrations(examples)
+        if demonstrations is None:
+            return encoder.encode(examples)
+        words, separator = self.head.verbalizer.first_words(), self._demonstration_separator()
+        return DemonstrationEncoder(encoder, words, separator, self.demonstrations_after_query()).encode(
+            examples, demonstrations
+        )
+
+    def _demonstration_separator(self) -> list[int]:
+        tokenizer = self.backbone.tokenizer
+        if not self.backbone.cut_at_mask and tokenizer.sep_token_id is not None:
+            return [tokenizer.sep_token_id]
+        return tokenizer("\n", add_special_tokens=False)["input_ids"]
 
     def content_free_example(self) -> Example:
         """The input of contextual calibration: `N/A` in every text slot."""
@@ -128,6 +201,13 @@ class Method(nn.Module):
         if self.cfg.head != "verbalizer":
             raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer, linear or classification")
         words = self.cfg.verbalizer or self.pattern()["verbalizer"]
+        if isinstance(words, str):
+            if words != AUTO:
+                raise UserError(f"method.verbalizer={words!r} is unknown; give {{label: [words]}} or auto")
+            words = self.pattern()["verbalizer"]  # until fit_examples has searched
+        return self._verbalizer_head(words)
+
+    def _verbalizer_head(self, words: dict[str, list[str]]) -> VerbalizerHead:
         verbalizer = Verbalizer(
             {k: list(v) for k, v in words.items()},
             self.task.labels,
@@ -136,6 +216,57 @@ class Method(nn.Module):
             reduce=self.cfg.verbalizer_reduce,
         )
         return VerbalizerHead(self.backbone, verbalizer)
+
+    def _search_label_words(self, train: list[Example], dev: list[Example]) -> None:
+        if isinstance(self.backbone, EncoderDecoder):
+            raise UserError(
+                "method.verbalizer=auto scores words at the mask of masked and causal LMs, not T5's decoder; "
+                "give T5 its words"
+            )
+        tokenizer, space = self.backbone.tokenizer, self.template.space_before_mask
+        train_lp, dev_lp = self._mask_log_probs(train), self._mask_log_probs(dev)
+        train_labels, dev_labels = torch.tensor([e.label for e in train]), torch.tensor([e.label for e in dev])
+        n_labels, k = len(self.task.labels), self.cfg.auto_candidates
+        per_class = label_search.candidates(train_lp, train_labels, n_labels, tokenizer, space, k, self.task.unspaced)
+        ranked = label_search.search(train_lp, train_labels, dev_lp, dev_labels, per_class, self.cfg.auto_assignments)
+
+        def words(assignment) -> dict[str, list[str]]:
+            texts = tokenizer.batch_decode([[t] for t in assignment.token_ids])
+            return {label: [text.strip()] for label, text in zip(self.task.labels, texts, strict=True)}
+
+        top = [
+            {"label_words": words(a), "train_accuracy": a.train_accuracy, "dev_accuracy": a.dev_accuracy}
+            for a in ranked[:10]
+        ]
+        self.label_search = {
+            **top[0],
+            "candidates": [tokenizer.batch_decode([[t] for t in c]) for c in per_class],
+            "top": top,
+        }
+        self.head = self._verbalizer_head(top[0]["label_words"])
+        log.info(
+            "label words found: %s (train %.3f, dev %.3f)",
+            top[0]["label_words"],
+            top[0]["train_accuracy"],
+            top[0]["dev_accuracy"],
+        )
+
+    @torch.no_grad()
+    def _mask_log_probs(self, examples: list[Example]) -> torch.Tensor:
+        """The vocabulary's log-probabilities at the mask of every example through the template, [N, V]."""
+        encoder = TemplateEncoder(self.template, self.backbone.tokenizer, type(self.backbone), self.max_length)
+        encoded = encoder.encode(examples)
+        device, was_training = self.backbone.embeddings.weight.device, self.training
+        self.eval()
+        out = []
+        for start in range(0, len(encoded), SEARCH_BATCH):
+            batch = {
+                k: v.to(device) for k, v in collate(encoded[start : start + SEARCH_BATCH], self.pad_token_id).items()
+            }
+            hidden = self.hidden_states(batch["input_ids"], batch["attention_mask"], batch["soft_positions"])
+            out.append(self.backbone.lm_log_probs(pick(hidden, batch["mask_positions"][:, :1]))[:, 0].cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, len(self.backbone.tokenizer))
 
     def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """Backbone (and head) at method.lr or trainer.lr; prompts at method.prompt_lr or trainer.prompt_lr; the
@@ -169,7 +300,7 @@ class Method(nn.Module):
     def parameter_counts(self) -> dict[str, float]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
-        return {"trainable": trainable, "total": total, "ratio": trainable / total}
+        return {"trainable": trainable, "total": total, "ratio": trainable / total if total else 0.0}
 
 
 class SoftPromptMethod(Method):

@@ -35,6 +35,11 @@ class TrainResult:
     examples_per_second: float
     history: list[dict] = field(default_factory=list)
 
+    @classmethod
+    def untrained(cls, dev: dict[str, float], fit_seconds: float) -> "TrainResult":
+        """A method that does not train: 0 steps, its dev metrics as they stand, its fitting time."""
+        return cls(0, 0, dev, fit_seconds, 0.0, 0.0, [])
+
 
 def batches(encoded: list[EncodedExample], size: int, pad_id: int, order: list[int] | None = None):
     order = order if order is not None else list(range(len(encoded)))
@@ -51,7 +56,7 @@ def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, devi
     """Class logits for every example, in order. Batches are formed by length, so padding stays small."""
     was_training = method.training
     method.eval()
-    pad_id = method.backbone.tokenizer.pad_token_id
+    pad_id = method.pad_token_id
     by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     outputs = []
     with autocast(device, cfg.precision):
@@ -105,7 +110,7 @@ def train(
     live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
     run = (snapshots.restore(live) if snapshots else None) or TrainProgress()
     masters.model_to_masters()  # a restored state replaced the weights
-    pad_id = method.backbone.tokenizer.pad_token_id
+    pad_id = method.pad_token_id
     eval_every = cfg.eval_every or steps
     method.train()
     with _progress() as progress, interrupts.deferred():
