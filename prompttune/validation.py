@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from prompttune.data import validate_dataset_config
 from prompttune.errors import UserError
 from prompttune.methods import method_config
+from prompttune.tracking import validate_logger
 from prompttune.training.precision import PRECISIONS
 
 
@@ -16,6 +17,7 @@ def validate(cfg: DictConfig) -> None:
     if int(cfg.shots) < 1:
         raise UserError(f"shots={cfg.shots} must be at least 1")
     validate_trainer(cfg.trainer)
+    validate_logger(cfg.get("logger"))
 
 
 # trainer key -> (smallest allowed value, whether null is allowed)

@@ -41,7 +41,8 @@ class MethodConfig:
     auto_candidates: int = 100  # verbalizer=auto: whole-word candidates per class
     auto_assignments: int = 100  # verbalizer=auto: assignments kept by train accuracy, re-ranked on dev
     verbalizer_reduce: str = "mean"  # how a label's several words combine: mean | max | logsumexp
-    calibration: str = "none"  # none | contextual (Zhao et al. 2021), applied when evaluating
+    calibration: str = "none"  # none | contextual (Zhao et al. 2021): verbalizer heads, applied when testing
+    calibrate_dev: bool = False  # also calibrate dev evaluations, and so the choice of the best checkpoint
     freeze_backbone: bool = False
     lr: float | None = None  # backbone and head learning rate; null: trainer.lr
     prompt_lr: float | None = None  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
@@ -78,6 +79,11 @@ class Method(nn.Module):
         super().__init__()
         if cfg.calibration not in CALIBRATIONS:
             raise UserError(f"method.calibration={cfg.calibration!r} is unknown; use one of {list(CALIBRATIONS)}")
+        if cfg.calibration == "contextual" and cfg.head != "verbalizer":
+            raise UserError(
+                "method.calibration=contextual needs label-word probabilities (method.head=verbalizer); "
+                "a linear head has no content-free prior to divide by: use method.calibration=none"
+            )
         self.cfg = cfg
         self.backbone = backbone
         self.task = task
@@ -176,9 +182,12 @@ class Method(nn.Module):
             return [tokenizer.sep_token_id]
         return tokenizer("\n", add_special_tokens=False)["input_ids"]
 
-    def content_free_example(self) -> Example:
-        """The input of contextual calibration: `N/A` in every text slot."""
-        return Example("content-free", "N/A", 0, "N/A" if self.task.has_text_b else None)
+    def content_free_examples(self) -> list[Example]:
+        """The inputs of contextual calibration (Zhao et al. 2021): "N/A", "" and the mask token, in every
+        text slot (a tokenizer without a mask token gets the literal "[MASK]", as Zhao et al. gave GPT-3)."""
+        mask = self.backbone.tokenizer.mask_token or "[MASK]"
+        texts = ["N/A", "", mask]
+        return [Example(f"content-free-{i}", t, 0, t if self.task.has_text_b else None) for i, t in enumerate(texts)]
 
     def _checked_template(self, source: str) -> Template:
         template = parse_template(source)
@@ -276,9 +285,9 @@ class Method(nn.Module):
         apart = {id(p) for p in prompt + head}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
         groups = [
-            {"params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay},
-            {"params": head, "lr": self.cfg.head_lr, "weight_decay": weight_decay},
-            {"params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0},
+            {"name": "model", "params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay},
+            {"name": "head", "params": head, "lr": self.cfg.head_lr, "weight_decay": weight_decay},
+            {"name": "prompt", "params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
 

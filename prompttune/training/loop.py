@@ -4,6 +4,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from omegaconf import DictConfig
@@ -67,18 +68,46 @@ def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, devi
     return logits[torch.argsort(torch.tensor(by_length))]
 
 
-def evaluate(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> dict[str, float]:
-    logits = predict(method, encoded, cfg, device)
-    if method.cfg.calibration == "contextual":
-        logits = contextual_calibration(method, logits, cfg, device)
+def evaluate(
+    method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device, calibrate: bool = True
+) -> dict[str, float]:
+    logits = class_logits(method, encoded, cfg, device, calibrate)
     labels = torch.tensor([e.label for e in encoded])
     return classification_metrics(logits, labels, len(method.task.labels))
 
 
+def class_logits(
+    method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device, calibrate: bool = True
+) -> torch.Tensor:
+    """Class logits, contextually calibrated when the method asks for it and `calibrate` allows."""
+    logits = predict(method, encoded, cfg, device)
+    if calibrate and method.cfg.calibration == "contextual":
+        logits = contextual_calibration(method, logits, cfg, device)
+    return logits
+
+
 def contextual_calibration(method: Method, logits: torch.Tensor, cfg: DictConfig, device: torch.device):
-    """Zhao et al. 2021: divide the class probabilities by those of a content-free input."""
-    content_free = predict(method, method.encode([method.content_free_example()]), cfg, device)
-    return logits.log_softmax(-1) - content_free.log_softmax(-1)
+    """Zhao et al. 2021: divide the class probabilities by the mean probabilities of the content-free inputs
+    ("N/A", "", the mask token): W = diag(p_cf)^-1, b = 0, in log space."""
+    content_free = predict(method, method.encode(method.content_free_examples()), cfg, device)
+    mean_probs = content_free.softmax(-1).mean(0)
+    return logits.log_softmax(-1) - mean_probs.log()
+
+
+class LoopCallback(Protocol):
+    """What the loop reports as it goes (prompttune.tracking.TrackingCallback turns it into logged metrics)."""
+
+    def on_step(self, step: int, loss: float, learning_rates: dict[str, float]) -> None: ...
+
+    def on_evaluation(self, step: int, dev: dict[str, float]) -> None: ...
+
+
+class NoCallback:
+    def on_step(self, step: int, loss: float, learning_rates: dict[str, float]) -> None:
+        pass
+
+    def on_evaluation(self, step: int, dev: dict[str, float]) -> None:
+        pass
 
 
 def total_steps(cfg: DictConfig, n_train: int) -> int:
@@ -95,10 +124,12 @@ def train(
     device: torch.device,
     seed: int,
     snapshots: Snapshots | None = None,
+    callback: LoopCallback | None = None,
 ) -> TrainResult:
     """Train, keeping the best-on-dev parameters; with `snapshots`, resume from the newest one and save one
     every trainer.save_every steps and on SIGINT/SIGTERM."""
     steps = total_steps(cfg, len(train_set))
+    callback = callback or NoCallback()
     if steps < 1:
         raise UserError("training would take 0 steps; set trainer.max_steps or trainer.epochs to at least 1")
     groups = method.param_groups(cfg.lr, cfg.prompt_lr, cfg.weight_decay)
@@ -127,8 +158,9 @@ def train(
                 progress.update(task, advance=1, loss=loss)
                 if run.step % cfg.log_every == 0 or run.step == steps:
                     log.info("step %d/%d loss %.4f", run.step, steps, loss)
+                    callback.on_step(run.step, loss, {g["name"]: g["lr"] for g in optimizer.param_groups})
                 if run.step % eval_every == 0 or run.step == steps:
-                    _evaluate_on_dev(method, dev_set, cfg, device, run, loss)
+                    callback.on_evaluation(run.step, _evaluate_on_dev(method, dev_set, cfg, device, run, loss))
                 if snapshots and (snapshots.due(run.step, steps) or interrupts.requested()):
                     snapshots.save(run, live)
                 interrupts.check()
@@ -143,13 +175,15 @@ def train(
     )
 
 
-def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: float) -> None:
-    dev = evaluate(method, dev_set, cfg, device)
+def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: float) -> dict[str, float]:
+    """Dev metrics, uncalibrated unless method.calibrate_dev: calibration does not pick the checkpoint."""
+    dev = evaluate(method, dev_set, cfg, device, calibrate=method.cfg.calibrate_dev)
     run.history.append({"step": run.step, "loss": loss, "dev": dev})
     log.info("step %d dev accuracy %.4f macro_f1 %.4f", run.step, dev["accuracy"], dev["macro_f1"])
     if run.best_dev is None or dev["accuracy"] > run.best_dev["accuracy"]:
         run.best_step, run.best_dev = run.step, dev
         run.best_state = {k: v.clone() for k, v in method.trainable_state().items()}
+    return dev
 
 
 def _step(method, batch, optimizer, schedule, masters: MasterCopies, cfg, device) -> float:
