@@ -30,11 +30,13 @@ class RunConfig:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = None  # typed by its option's schema (configs/logger/*.yaml extend it); null: no tracking
 
 
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore; call before Hydra composes a config (idempotent)."""
     from prompttune.methods import METHODS
+    from prompttune.tracking import LOGGER_SCHEMAS
 
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
@@ -43,11 +45,15 @@ def register_configs() -> None:
     store.store(group="schema", name="trainer", node=TrainerConfig)
     for name, method in METHODS.items():
         store.store(group="schema/method", name=name, node=method.config_class)
+    for name, schema in LOGGER_SCHEMAS.items():
+        store.store(group="schema/logger", name=name, node=schema)
 
 
 def validate(cfg: DictConfig) -> None:
     """Fail with one line, before any heavy work, on a config that cannot run: every key of every group."""
     from prompttune.methods import method_config
+    from prompttune.tracking import checked_logger
 
     checked_node(RunConfig, cfg, "")
     method_config(cfg.method)  # by the registry: also a method node that no schema typed (eval run=, a user's YAML)
+    checked_logger(cfg.get("logger"))

@@ -24,6 +24,7 @@ VOLATILE_FIELDS = frozenset(
         "started_at",
         "finished_at",
         "train_seconds",
+        "fit_seconds",
         "seconds_per_step",
         "train_examples_per_second",
         "eval_seconds",
@@ -64,6 +65,7 @@ class RunRecord:
     eval_examples_per_second: float | None = None
     peak_memory_mb: float | None = None
     checkpoint_bytes: int | None = None
+    fit_seconds: float | None = None  # fit_examples: a method's fit without the gradient loop (tfidf's training)
     history: list[dict] | None = None
     resumed_at_steps: list[int] = field(default_factory=list)
     finished_at: str | None = None

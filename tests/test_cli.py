@@ -24,7 +24,7 @@ def metrics_of(run_dir: Path) -> dict:
 
 GROUP_OPTIONS = [
     (group, p.stem)
-    for group in ("method", "dataset", "model", "trainer", "experiment")
+    for group in ("method", "dataset", "model", "trainer", "logger", "experiment")
     for p in sorted((CONFIG_DIR / group).glob("*.yaml"))
 ]
 
@@ -36,7 +36,7 @@ def test_every_group_option_composes(group, option):
         assert cfg.trainer.max_steps is not None or cfg.trainer.epochs
     else:
         assert cfg[group] is not None
-    if group in ("method", "dataset", "trainer", "experiment"):
+    if group in ("method", "dataset", "trainer", "logger", "experiment"):
         validate(cfg)
 
 

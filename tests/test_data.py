@@ -68,7 +68,8 @@ def test_offline_corpus_sizes_and_labels(name):
     assert set(counts) == set(EXPECTED_CLASS_SIZES[name])
     for label, (low, high) in EXPECTED_CLASS_SIZES[name].items():
         assert low <= counts[label] <= high, (label, counts[label])
-    assert 0.18 <= len(corpus.test) / (len(corpus.train) + len(corpus.test)) <= 0.22
+    if name != "subj":  # subj: a balanced test pool instead (test_subj_test_set_is_balanced_...)
+        assert 0.18 <= len(corpus.test) / (len(corpus.train) + len(corpus.test)) <= 0.22
 
 
 @pytest.mark.parametrize("name", OFFLINE)
@@ -131,7 +132,7 @@ def test_split_sizes_and_class_balance(name, shots):
     n_labels = len(splits.labels)
     assert Counter(example.label for example in splits.train) == {label: shots for label in range(n_labels)}
     assert Counter(example.label for example in splits.dev) == {label: shots for label in range(n_labels)}
-    assert len(splits.test) == 200
+    assert guids(splits.test) == guids(load_corpus(dataset_cfg(name)).test)  # the whole test pool by default
 
 
 def test_splits_are_disjoint():
@@ -181,7 +182,7 @@ def test_too_many_shots_is_a_helpful_user_error():
 
 
 def test_to_json_lists_every_example_with_label_names():
-    splits = load_splits(dataset_cfg("mr"), shots=2, seed=3)
+    splits = load_splits(dataset_cfg("mr", test_size=200), shots=2, seed=3)
     data = json.loads(json.dumps(splits.to_json()))
     assert data["counts"] == {"train": 4, "dev": 4, "test": 200}
     assert data["label_counts"]["train"] == {"negative": 2, "positive": 2}
@@ -445,3 +446,11 @@ def test_missing_required_key_and_yaml_booleans_are_user_errors():
 
 def test_splits_is_the_public_type():
     assert isinstance(load_splits(dataset_cfg("mr"), shots=1, seed=0), Splits)
+
+
+def test_subj_test_set_is_balanced_like_the_original_subj():
+    corpus = load_corpus(dataset_cfg("subj"))
+    counts = [sum(example.label == label for example in corpus.test) for label in (0, 1)]
+    assert counts[0] == counts[1] > 500
+    assert not set(guids(corpus.test)) & set(guids(corpus.train))
+    assert len(load_splits(dataset_cfg("subj"), shots=16, seed=13).test) == sum(counts)

@@ -38,7 +38,8 @@ class TemplateEncoder:
         self._mask_ids = family.mask_ids(tokenizer, mask_tokens) if template.has_mask and not self.cut_at_mask else []
         self._segments = self._segments_to_encode()
         self._prefix, self._suffix = self._special_tokens()
-        self._literal_ids = {s.value: self._tokenize([s.value])[0] for s in self._segments if s.kind == "literal"}
+        literals = [s.value for s in template.segments if s.kind == "literal"]
+        self._literal_ids = dict(zip(literals, self._tokenize(literals), strict=True))
         self._check_fixed_length()
 
     def _segments_to_encode(self):
@@ -89,6 +90,41 @@ class TemplateEncoder:
             texts = {name: ids[i] for name, ids in slot_ids.items()}
             encoded.append(self._assemble(texts, budget, example.label))
         return encoded
+
+    @property
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        """The special tokens before and after every encoded example."""
+        return self._prefix, self._suffix
+
+    def tokenize_texts(self, examples: list[Example]) -> list[dict[str, list[int]]]:
+        """Each example's text slots as token ids, in one tokenizer call per slot."""
+        slot_ids = {name: self._tokenize_slot(examples, name) for name in self.template.text_slots}
+        return [{name: ids[i] for name, ids in slot_ids.items()} for i in range(len(examples))]
+
+    def filled_length(self, word: list[int]) -> int:
+        """Tokens of the whole pattern filled with a label word, texts excluded."""
+        length = len(word)
+        for seg in self.template.segments:
+            if seg.kind == "literal":
+                length += len(self._literal_ids[seg.value])
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                length += 1
+        return length
+
+    def fill(self, texts: dict[str, list[int]], word: list[int], kept: dict[str, int]) -> list[int]:
+        """A demonstration: the whole pattern (also after the mask) with the label word's tokens at the mask,
+        texts cut to `kept` tokens, no special tokens and no soft tokens."""
+        ids: list[int] = []
+        for seg in self.template.segments:
+            if seg.kind == "literal":
+                ids += self._literal_ids[seg.value]
+            elif seg.kind == "text":
+                ids += texts[seg.value][: kept[seg.value]]
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                ids.append(self.tokenizer.sep_token_id)
+            elif seg.kind == "mask":
+                ids += word
+        return ids
 
     def _tokenize_slot(self, examples: list[Example], name: str) -> list[list[int]]:
         space = any(s.space_before for s in self._segments if s.kind == "text" and s.value == name)

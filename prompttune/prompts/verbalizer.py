@@ -50,6 +50,11 @@ class Verbalizer:
         self.word_lengths = torch.tensor([len(t) for t in token_lists])
         self.word_labels = torch.tensor(word_labels)
 
+    def first_words(self) -> list[list[int]]:
+        """Each label's first word as token ids (how a demonstration of that label is written)."""
+        first = [self.word_labels.tolist().index(label) for label in range(len(self.labels))]
+        return [self.word_ids[w, : self.word_lengths[w]].tolist() for w in first]
+
     def word_scores(self, log_probs: torch.Tensor) -> torch.Tensor:
         """log_probs [N, T, V] at the T scored positions -> summed token log-probs per word [N, W]."""
         n, t, _ = log_probs.shape
