@@ -152,7 +152,7 @@ def test_icl_writes_a_run_dir_with_zero_steps_that_eval_reproduces(tmp_path):
 
 
 def test_icl_needs_the_verbalizer_head():
-    with pytest.raises(UserError, match="head=verbalizer"):
+    with pytest.raises(UserError, match="method.head=linear is invalid; allowed: verbalizer"):
         build_method("method=icl", "model=tiny_llama", "method.head=linear")
 
 

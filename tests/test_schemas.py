@@ -17,6 +17,7 @@ from prompttune.data.config import DatasetConfig
 from prompttune.methods import METHODS
 from prompttune.models.config import ModelConfig
 from prompttune.paths import CONFIG_DIR
+from prompttune.tracking import LOGGER_SCHEMAS
 from prompttune.training.config import TrainerConfig
 from prompttune.training.loop import make_optimizer, train
 from tests.helpers import build_method, compose_config, toy_examples
@@ -53,18 +54,33 @@ BAD_INPUTS = [
     (["seed=1.5"], "seed=1.5 is invalid; allowed: a whole number"),
     (["method.freeze_backbone=maybe"], "method.freeze_backbone=maybe is invalid; allowed: true or false"),
     (["trainer.max_steps=many"], "trainer.max_steps=many is invalid; allowed: a whole number or null"),
-    (["method.verbalizer=[good,bad]"], "method.verbalizer=['good', 'bad'] is invalid; allowed: null or {label"),
+    (["method.verbalizer=[good,bad]"], "method.verbalizer=['good', 'bad'] is invalid; allowed: null, auto or {label"),
     # rules between keys
     (["method=prompt_tuning", "method.init=text"], "method.init_text=null is invalid; allowed: some text when"),
     (["method.freeze_backbone=true", "method.head=linear"], "method.head=linear is invalid; allowed: verbalizer with"),
     (["model=tiny_bert", "model.kind=auto"], "model.kind=auto is invalid; allowed: mlm, causal, encoder, encoder_"),
     (["model=hub"], "model.name_or_path=null is invalid; allowed: a value: model.source=hub needs"),
+    (["method=finetune", "method.calibration=contextual"], "method.calibration=contextual is invalid; allowed: none"),
+    (["method.demonstrations=true", "method.head=linear"], "method.head=linear is invalid; allowed: verbalizer with"),
+    (["method=icl", "method.head=linear"], "method.head=linear is invalid; allowed: verbalizer (method=icl"),
+    (["method=tfidf", "method.c_grid=[1,-1]"], "method.c_grid=[1.0, -1.0] is invalid; allowed: a non-empty list"),
+    (["method=tfidf", "method.c_grid=[]"], "method.c_grid=[] is invalid; allowed: a non-empty list"),
+    (["method.verbalizer=best"], "method.verbalizer=best is invalid; allowed: null, auto or {label"),
+    # paradigms' and report's keys
+    (["method=icl", "method.selection=best"], "method.selection=best is invalid; allowed: random, similar"),
+    (["method=icl", "method.demos_per_class=-1"], "method.demos_per_class=-1 is invalid; allowed: a whole number >= 0"),
+    (["method=icl", "method.max_length=0"], "method.max_length=0 is invalid; allowed: a whole number >= 1"),
+    (["method=tfidf", "method.max_iter=0"], "method.max_iter=0 is invalid; allowed: a whole number >= 1"),
+    (["method.auto_candidates=0"], "method.auto_candidates=0 is invalid; allowed: a whole number >= 1"),
+    (["method.calibrate_dev=sometimes"], "method.calibrate_dev=sometimes is invalid; allowed: true or false"),
+    (["logger=mlflow", "logger.log_checkpoint=x"], "logger.log_checkpoint=x is invalid; allowed: true or false"),
+    (["logger=none", "logger.dir=x"], "logger.dir is not a config key; allowed keys here: name"),
     # keys
     (["trainer.nope=1"], "trainer.nope is not a config key; allowed keys here: max_steps, epochs"),
     (["method.n_tokens=3"], "method.n_tokens is not a config key; allowed keys here: name, head"),
     (["dataset.nope=1"], "dataset.nope is not a config key; allowed keys here: name, source, labels"),
     (["model.nope=1"], "model.nope is not a config key; allowed keys here: name, source, kind"),
-    (["method=nope"], "method 'nope' is unknown; choose one of: finetune, pet"),
+    (["method=nope"], "method 'nope' is unknown; choose one of: finetune, icl, pet"),
     # every job of a sweep is checked before the first starts
     (["-m", "method=pet,finetune", "trainer.batch_size=0"], "trainer.batch_size=0 is invalid; allowed: a whole"),
     (["-m", "seed=13,abc"], "seed=abc is invalid; allowed: a whole number"),
@@ -147,7 +163,7 @@ def _optional_schema(schema: type, name: str) -> type:
 
 SHIPPED = [
     (group, p)
-    for group in ("method", "model", "dataset", "trainer")
+    for group in ("method", "model", "dataset", "trainer", "logger")
     for p in sorted((CONFIG_DIR / group).glob("*.yaml"))
 ]
 
@@ -158,6 +174,8 @@ def test_yaml_files_hold_only_values_that_differ_from_the_schema(group, path):
     if group == "method":  # `# @package _global_`: a method block and maybe a trainer block (its budget)
         found = redundant_keys(raw["method"], METHODS[raw["method"]["name"]].config_class, "method")
         found += redundant_keys(raw.get("trainer", {}), TrainerConfig, "trainer")
+    elif group == "logger":  # `# @package _global_` too: its option's schema
+        found = redundant_keys(raw["logger"], LOGGER_SCHEMAS[raw["logger"]["name"]], "logger")
     else:
         found = redundant_keys(raw, SCHEMA_OF[group], group)
     assert found == []
@@ -183,6 +201,14 @@ def test_a_method_yaml_carries_its_trainer_budget_and_the_command_line_wins(tmp_
     cfg = compose_config("method=pet_long", searchpath, "trainer.max_steps=3", "trainer.optimizer=adamw")
     assert (cfg.trainer.max_steps, cfg.trainer.lr, cfg.trainer.optimizer) == (3, 5.0e-4, "adamw")
     assert compose_config("method=pet_long", searchpath, "experiment=quick").trainer.max_steps == 8  # preset wins
+
+
+def test_prompt_tuning_paper_budget_trains_with_adafactor():
+    cfg = compose_config("experiment=paper_budgets/prompt_tuning")
+    assert (cfg.method.name, cfg.trainer.optimizer, cfg.method.prompt_lr) == ("prompt_tuning", "adafactor", 0.3)
+    assert compose_config("experiment=paper_budgets/pet").trainer.optimizer == "adamw"
+    cfg = compose_config("experiment=paper_budgets/prompt_tuning", "trainer.optimizer=adamw")
+    assert cfg.trainer.optimizer == "adamw"  # the command line still wins
 
 
 @pytest.mark.slow

@@ -118,7 +118,10 @@ def test_flat_params_and_final_metrics():
 
 @pytest.mark.parametrize(
     "logger, message",
-    [({"name": "wandb"}, "logger.name='wandb' is unknown"), ({"name": "none", "dir": "x"}, "logger.dir is not a key")],
+    [
+        ({"name": "wandb"}, "logger.name='wandb' is unknown"),
+        ({"name": "none", "dir": "x"}, "logger.dir is not a config key"),
+    ],
 )
 def test_bad_logger_config_is_a_user_error(tmp_path, logger, message):
     with pytest.raises(UserError, match=message):
