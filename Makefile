@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint sweep report clean
+.PHONY: install run test test-fast lint sweep report bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,14 @@ report: install
 	@dir="$${REPORT_DIR:-$$(ls -d outputs/multirun/*/*/ 2>/dev/null | sort | tail -n 1)}"; \
 	if [ -z "$$dir" ]; then echo "error: no sweep under outputs/multirun; run make sweep first" >&2; exit 2; fi; \
 	$(BIN)/prompttune report "$$dir"
+
+# Every method against its PEFT counterpart, fp32 and bf16, one process per cell (about 6 minutes on 2 cores).
+# peft is a benchmark-only extra (requirements/bench.txt). BENCH_ARGS="--methods pet --precisions bf16" for less.
+BENCH_ARGS ?=
+
+bench: install
+	$(BIN)/python -m pip install --quiet -r requirements/bench.txt -c requirements/lock.txt
+	$(BIN)/prompttune bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,5 +1,6 @@
 """`prompttune train|eval|report ...`: checks the config in one line, then hands over to Hydra."""
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -7,13 +8,14 @@ from pathlib import Path
 from prompttune.errors import UserError
 from prompttune.paths import CONFIG_DIR, GROUPS
 
-USAGE = """usage: prompttune {train,eval,report} [hydra overrides and flags]
+USAGE = """usage: prompttune {train,eval,report,bench} [hydra overrides and flags]
 
   prompttune train method=ptuning_v1 shots=16
   prompttune train -m method=finetune,pet seed=13,21,42
   prompttune eval run=outputs/<date>/<time>          re-evaluate a training run
   prompttune eval method=pet dataset=mr               zero-shot evaluation of a pattern
   prompttune report outputs/multirun/<date>/<time>    mean ± std table, files and plot
+  prompttune bench                                    every method against PEFT, fp32 and bf16
 
 Hydra's flags work after the subcommand: -m, --cfg job, --help, --config-dir DIR."""
 
@@ -32,8 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         from prompttune.report import main as report_main
 
         return report_main(rest)
+    if command == "bench":
+        from prompttune.bench import main as bench_main
+
+        return bench_main(rest)
     if command not in ("train", "eval"):
-        print(f"error: unknown command {command!r}; use train, eval or report (prompttune --help)", file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}; use train, eval, report or bench (prompttune --help)", file=sys.stderr
+        )
         return 2
     try:
         if not _INSPECT_FLAGS.intersection(rest):
@@ -166,8 +174,12 @@ def split_arguments(rest: list[str]) -> tuple[list[str], Path | None]:
 
 
 def check_overrides(command: str, rest: list[str]) -> None:
-    """Compose the config for every value a sweep names, so mistakes fail here, before any job starts."""
+    """Compose and validate the config of every job a sweep would run, so that a mistake in any value of any
+    key fails here, in one line, before the first job starts."""
+    from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from prompttune.config import register_configs
 
     overrides, config_dir = split_arguments(rest)
     try:
@@ -175,13 +187,12 @@ def check_overrides(command: str, rest: list[str]) -> None:
     except Exception as err:  # Hydra's parse errors are several lines; keep the first
         raise UserError(f"cannot parse the overrides: {_first_line(err)}") from None
     choices = [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
-    for i, values in enumerate(choices):
-        for value in values:
-            chosen = [c[0] for c in choices]
-            chosen[i] = value
-            _check_one(command, chosen, config_dir)
-            if len(values) == 1:
-                break
+    for override in dict.fromkeys(value for values in choices for value in values):
+        _check_group_choice(override, config_dir)
+    register_configs()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for job in itertools.product(*choices):
+            _check_one(command, list(job), config_dir)
 
 
 def _sweep_values(override) -> list[str]:
@@ -190,15 +201,12 @@ def _sweep_values(override) -> list[str]:
 
 
 def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from prompttune.validation import validate
+    from prompttune.config import validate
 
-    for override in overrides:
-        _check_group_choice(override, config_dir)
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(command, overrides=_with_user_config_dir(overrides, config_dir))
+        cfg = compose(command, overrides=_with_user_config_dir(overrides, config_dir))
     except Exception as err:
         raise UserError(_composition_problem(err, command)) from None
     validate(cfg)
@@ -221,11 +229,12 @@ def _check_group_choice(override: str, config_dir: Path | None) -> None:
 
 
 def _composition_problem(err: Exception, command: str) -> str:
-    unknown_key = re.match(r"Could not override '([^']+)'", str(err))
-    if unknown_key and "not in struct" in str(err.__cause__):
-        key = unknown_key.group(1)
-        return f"{key} is not a config key; check its spelling (`prompttune {command} --cfg job` lists the keys)"
-    return f"{_first_line(err)} (`prompttune {command} --cfg job` shows the config)"
+    from prompttune.schema import explain
+
+    problem = explain(err)
+    if "is not a config key" not in problem and "is invalid" not in problem and "is required" not in problem:
+        problem += f" (`prompttune {command} --cfg job` shows the config)"
+    return problem
 
 
 def _first_line(err: Exception) -> str:

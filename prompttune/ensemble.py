@@ -148,6 +148,7 @@ def train_member(
     member_cfg = with_method(cfg, {**OmegaConf.to_container(cfg.method), "pattern_id": pattern_id, "mode": "single"})
     setup = build(member_cfg, text_b)
     method, device = setup.method, setup.device
+    method.fit_examples(splits.train, splits.dev)
     train_set = method.encode(splits.train)
     before = None
     if method.cfg.ensemble_weights == "train_before":
@@ -251,13 +252,14 @@ def distill(cfg: DictConfig, pet: PetConfig, splits: Splits, soft: torch.Tensor,
         student_cfg.trainer = OmegaConf.merge(cfg.trainer, overrides)
     setup = build(student_cfg, text_b)
     student, device = setup.method, setup.device
+    student.fit_examples(splits.train, splits.dev)
     student.distill_temperature = pet.temperature
     encoded = student.encode(splits.unlabeled)
     pool = [replace(e, soft_label=tuple(q)) for e, q in zip(encoded, soft.tolist(), strict=True)]
     log.info("ensemble: distilling into %s on %d soft-labelled texts", pet.distill_into, len(pool))
     result = train(student, pool, student.encode(splits.dev), student_cfg.trainer, device, int(cfg.seed))
-    test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer)
-    size = save_checkpoint(run_dir, student.trainable_state(), student_cfg)
+    test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer, run_dir)
+    size = save_checkpoint(run_dir, student.trainable_state(), student_cfg, student.fitted_json())
     return {
         "method": pet.distill_into,
         "dev": result.best_dev,

@@ -4,9 +4,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from prompttune.config import register_configs
 from prompttune.experiment import run_eval
 from prompttune.jobs import run_job
 from prompttune.paths import CONFIG_DIR
+
+register_configs()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")

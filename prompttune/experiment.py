@@ -9,19 +9,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from prompttune.config import validate
 from prompttune.data import Splits, load_splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_json
-from prompttune.methods import build_method
+from prompttune.methods import METHODS, build_method
 from prompttune.methods.base import Method, Task
 from prompttune.models.loading import load_backbone
+from prompttune.predictions import PREDICTIONS_FILE, write_predictions
 from prompttune.probes import peak_memory_mb, reset_peak_memory, timed
 from prompttune.record import RunRecord, config_sha, settings_of
-from prompttune.runs import load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
-from prompttune.training.loop import evaluate, train
+from prompttune.rundirs import OtherRunsDir
+from prompttune.runs import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
+from prompttune.tracking import TrackingCallback, final_metrics, flat_params, tracking
+from prompttune.training import precision
+from prompttune.training.flops import FlopCounter, throughput
+from prompttune.training.loop import TrainResult, class_logits, evaluate, train
+from prompttune.training.metrics import evaluation_metrics
 from prompttune.training.state import STATE_DIR, Snapshots
-from prompttune.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +36,25 @@ log = logging.getLogger(__name__)
 class Setup:
     method: Method
     device: torch.device
+    precision: str = "fp32"  # as resolved: fp32 or bf16
+    fit_seconds: float = 0.0  # fit_examples: what the method learnt from the examples without the gradient loop
 
 
-def task_of(dataset_cfg: DictConfig, splits_have_text_b: bool) -> Task:
-    patterns = OmegaConf.to_container(dataset_cfg.patterns, resolve=True)
-    return Task(dataset_cfg.name, list(dataset_cfg.labels), patterns, splits_have_text_b)
+def task_of(cfg: DictConfig, splits_have_text_b: bool) -> Task:
+    patterns = OmegaConf.to_container(cfg.dataset.patterns, resolve=True)
+    language = cfg.dataset.get("language") or "en"
+    return Task(cfg.dataset.name, list(cfg.dataset.labels), patterns, splits_have_text_b, language, int(cfg.seed))
 
 
 def build(cfg: DictConfig, has_text_b: bool) -> Setup:
     device = pick_device(cfg.trainer.device)
     torch.manual_seed(int(cfg.seed))
-    backbone = load_backbone(cfg.model)
-    method = build_method(cfg.method, backbone, task_of(cfg.dataset, has_text_b), int(cfg.model.max_length))
-    return Setup(method.to(device), device)
+    backbone = load_backbone(cfg.model) if METHODS[cfg.method.name].uses_backbone else None
+    method = build_method(cfg.method, backbone, task_of(cfg, has_text_b), int(cfg.model.max_length))
+    method.to(device)
+    if backbone is not None:
+        precision.hold_backbone(method, cfg.trainer.precision, device)
+    return Setup(method, device, precision.resolve(cfg.trainer.precision, device))
 
 
 def pick_device(name: str) -> torch.device:
@@ -79,14 +91,28 @@ def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | No
     return record
 
 
-def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig) -> tuple[dict, float]:
-    return timed(evaluate, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
+def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig, run_dir: Path) -> tuple[dict, float]:
+    """Test metrics (with intervals and calibration) and the seconds they took; writes predictions.jsonl."""
+    logits, seconds = timed(class_logits, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
+    labels = setup.method.task.labels
+    write_predictions(run_dir / PREDICTIONS_FILE, test, logits, labels)
+    return evaluation_metrics(logits, torch.tensor([e.label for e in test]), len(labels)), seconds
+
+
+def run_name(record: RunRecord) -> str:
+    return f"{record.command}-{record.method}-{record.dataset}-K{record.shots}-seed{record.seed}"
+
+
+def log_final(tracker, cfg: DictConfig, record: RunRecord) -> None:
+    tracker.log_hparams(flat_params(cfg), final_metrics(record.to_json()), record.steps or 0)
 
 
 def draw_splits(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> tuple[Splits, Setup]:
-    """Draw and save the split (and an unlabeled pool), build the method."""
+    """Draw and save the split (and an unlabeled pool), build the method, give it the training examples."""
     splits = draw_split(cfg, run_dir, n_unlabeled)
-    return splits, build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+    setup = build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+    _, setup.fit_seconds = timed(setup.method.fit_examples, splits.train, splits.dev)
+    return splits, setup
 
 
 def draw_split(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> Splits:
@@ -120,7 +146,7 @@ def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | No
     if previous is None or previous.status == "failed":
         snapshots.clear()
     elif previous.config_sha != config_sha(cfg):
-        raise UserError(f"{run_dir} holds a run of another config; give this run a dir of its own")
+        raise OtherRunsDir(f"{run_dir} holds a run of another config; give this run a dir of its own")
     elif snapshots.latest() is None:
         log.warning("%s has no resumable state (killed before its first save): training it afresh", run_dir)
     return snapshots
@@ -148,25 +174,45 @@ def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     if snapshots.latest() is not None:
         record.resumed_at_steps.append(int(snapshots.latest().stem))
         record.write(run_dir)
-    train_set, dev_set = setup.method.encode(splits.train), setup.method.encode(splits.dev)
-    result = train(setup.method, train_set, dev_set, cfg.trainer, setup.device, int(cfg.seed), snapshots)
-    test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer)
-    size = save_checkpoint(run_dir, setup.method.trainable_state(), cfg)
+    method, train_set, dev_set = setup.method, setup.method.encode(splits.train), setup.method.encode(splits.dev)
+    with tracking(cfg.get("logger"), run_dir, run_name(record)) as tracker:
+        counter = FlopCounter(method) if method.backbone is not None else None  # tfidf has no transformer to count
+        if method.trains:
+            callback = TrackingCallback(tracker)
+            result = train(method, train_set, dev_set, cfg.trainer, setup.device, int(cfg.seed), snapshots, callback)
+        else:
+            result = TrainResult.untrained(evaluate(method, dev_set, cfg.trainer, setup.device), setup.fit_seconds)
+        if counter:
+            counter.reset_eval()
+        test, eval_seconds = evaluate_test(setup, splits.test, cfg.trainer, run_dir)
+        if counter:
+            counter.close()
+        record_training(record, result, setup, splits, cfg, run_dir, counter, test, eval_seconds)
+        log_final(tracker, cfg, record)
+    snapshots.clear()  # a completed run needs no state: its checkpoint and metrics are final
+    return record
+
+
+def record_training(record, result, setup, splits, cfg, run_dir, counter, test, eval_seconds) -> None:
+    method = setup.method
+    size = save_checkpoint(run_dir, method.trainable_state(), cfg, method.fitted_json())
     record.status = "completed"
     record.dev, record.test, record.params = result.best_dev, test, setup.method.parameter_counts()
     record.steps, record.best_step, record.history = result.steps, result.best_step, result.history
     record.train_seconds, record.seconds_per_step = result.train_seconds, result.seconds_per_step
     record.train_examples_per_second = result.examples_per_second
-    record.checkpoint_bytes = size
+    record.checkpoint_bytes, record.fit_seconds = size, setup.fit_seconds
+    if counter:
+        n_test = len(splits.test)
+        record.extra["throughput"] = throughput(counter, result.steps, result.train_seconds, n_test, eval_seconds)
     finish(record, setup, eval_seconds, len(splits.test), run_dir)
-    snapshots.clear()  # a completed run needs no state: its checkpoint and metrics are final
-    return record
 
 
 def finish(record: RunRecord, setup: Setup, eval_seconds: float, n_test: int, run_dir: Path) -> None:
     record.status = "completed"
     record.eval_seconds, record.eval_examples_per_second = eval_seconds, n_test / eval_seconds
     record.peak_memory_mb = peak_memory_mb(setup.device)
+    record.extra["precision"] = setup.precision
     record.finished_at = now()
     record.write(run_dir)
 
@@ -180,30 +226,42 @@ def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
         return _eval_trained(cfg, run_dir, overrides)
     record = begin(cfg, "eval", run_dir)
     splits, setup = draw_splits(cfg, run_dir)
+    if fitted := setup.method.fitted_json():  # e.g. the label words verbalizer=auto found
+        write_json(run_dir / FITTED, fitted)
     return _finish_eval(record, setup, cfg, splits.dev, splits.test, run_dir)
 
 
-EVAL_OVERRIDABLE = ("trainer.", "method.calibration", "run")
+EVAL_OVERRIDABLE = ("trainer.", "method.calibration", "run", "logger")
 
 
 def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if not key.startswith(EVAL_OVERRIDABLE):
-            raise UserError(f"eval run=... takes {key} from the run; only trainer.* and method.calibration may change")
+            raise UserError(
+                f"eval run=... takes {key} from the run; only trainer.*, method.calibration and logger may change"
+            )
     source_dir, trained_cfg, state = load_run(cfg.run)
-    merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("run=")]))
+    changes = [o for o in overrides if not o.startswith(("run=", "logger"))]
+    merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist(changes), {"logger": cfg.get("logger")})
     # the job's own config is the fingerprint: it is what a sweep run again compares
     record = begin(merged, "eval", run_dir, source_run=str(source_dir), config_sha=config_sha(cfg))
     dev, test = load_split_examples(source_dir, "dev", merged), load_split_examples(source_dir, "test", merged)
     setup = build(merged, has_text_b(dev + test))
     load_checkpoint_into(setup.method, state, source_dir)
+    setup.method.fit_examples(load_split_examples(source_dir, "train", merged), dev)
     return _finish_eval(record, setup, merged, dev, test, run_dir)
 
 
 def _finish_eval(record: RunRecord, setup: Setup, cfg: DictConfig, dev, test, run_dir: Path) -> RunRecord:
-    record.dev = evaluate(setup.method, setup.method.encode(dev), cfg.trainer, setup.device) if dev else None
-    record.test, seconds = evaluate_test(setup, test, cfg.trainer)
-    record.params = setup.method.parameter_counts()
-    finish(record, setup, seconds, len(test), run_dir)
+    with tracking(cfg.get("logger"), run_dir, run_name(record)) as tracker:
+        record.dev = evaluate(setup.method, setup.method.encode(dev), cfg.trainer, setup.device) if dev else None
+        counter = FlopCounter(setup.method) if setup.method.backbone is not None else None  # tfidf: no transformer
+        record.test, seconds = evaluate_test(setup, test, cfg.trainer, run_dir)
+        if counter:
+            counter.close()
+            record.extra["throughput"] = throughput(counter, 0, 0.0, len(test), seconds)
+        record.params = setup.method.parameter_counts()
+        finish(record, setup, seconds, len(test), run_dir)
+        log_final(tracker, cfg, record)
     return record

@@ -22,7 +22,7 @@ from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.launching import torch_threads_for_job
 from prompttune.record import METRICS_FILE, RunRecord, config_sha
-from prompttune.rundirs import RunDirBusy, owned
+from prompttune.rundirs import OtherRunsDir, owned
 from prompttune.runs import now
 from prompttune.training.loop import TrainingDiverged
 
@@ -41,7 +41,7 @@ def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], RunRecord]
     try:
         with owned(run_dir), interrupts.handled():
             record = completed_before(cfg, run_dir) or experiment(cfg, run_dir)
-    except RunDirBusy as err:  # the dir's files are the other job's: leave them alone
+    except OtherRunsDir as err:  # the dir's files are another run's: leave them alone
         if multirun:
             log.error("job skipped: %s", err)
             return None
@@ -82,7 +82,7 @@ def completed_before(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
     if previous is None or previous.status != "completed":
         return None
     if previous.config_sha != config_sha(cfg):
-        raise UserError(f"{run_dir} holds a completed run of another config; give this run a dir of its own")
+        raise OtherRunsDir(f"{run_dir} holds a completed run of another config; give this run a dir of its own")
     log.info("%s: already completed, skipped", run_dir)
     return previous
 

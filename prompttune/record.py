@@ -24,12 +24,14 @@ VOLATILE_FIELDS = frozenset(
         "started_at",
         "finished_at",
         "train_seconds",
+        "fit_seconds",
         "seconds_per_step",
         "train_examples_per_second",
         "eval_seconds",
         "eval_examples_per_second",
         "peak_memory_mb",
         "resumed_at_steps",
+        "throughput",  # FLOP/s: timing
     }
 )
 # Config keys that do not change a run's results: a run may be resumed with other values of them.
@@ -63,6 +65,7 @@ class RunRecord:
     eval_examples_per_second: float | None = None
     peak_memory_mb: float | None = None
     checkpoint_bytes: int | None = None
+    fit_seconds: float | None = None  # fit_examples: a method's fit without the gradient loop (tfidf's training)
     history: list[dict] | None = None
     resumed_at_steps: list[int] = field(default_factory=list)
     finished_at: str | None = None

@@ -12,7 +12,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from rich.table import Table
 from prompttune.errors import UserError
 from prompttune.files import write_atomically, write_text
 from prompttune.record import AVERAGED_OVER, GROUP_KEYS, METRICS_FILE, RunRecord
+from prompttune.significance import TESTS, PairedTest, chance_level, is_imbalanced, paired_test, t_interval
 
 REQUIRED_KEYS = GROUP_KEYS + (AVERAGED_OVER,)
 SUMMARIZED = (("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"))
 PLOTTABLE_METRICS = ("accuracy", "macro_f1")
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 MIN_CONSOLE_WIDTH = 160  # rich wraps to 80 columns when stdout is not a terminal
 
 
@@ -48,6 +50,7 @@ class Run:
 class Stat:
     mean: float | None
     std: float | None  # sample std (ddof=1); None with fewer than two values
+    ci: tuple[float, float] | None = None  # 95% Student-t interval of the mean over seeds
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class GroupSummary:
     train_seconds: float | None
     run_dirs: list[str]
     selected: dict[int, list[str]] | None = None  # --select dev: each seed's chosen settings
+    scores: dict[str, dict] = field(default_factory=dict)  # stat key -> {seed: value}, for paired tests
+    test_label_counts: list[int] | None = None  # from the runs' test confusion matrix
+    zero_shot: bool = False  # `prompttune eval` without run=: no training, so no seed dependence
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -222,6 +228,9 @@ def summarize_group(key: tuple, runs: list[Run]) -> GroupSummary:
         method=method,
         seeds=sorted((run.metrics["seed"] for run in runs), key=number_first),
         stats={f"{split}_{name}": stat_of(runs, split, name) for split, name in SUMMARIZED},
+        scores={f"{split}_{name}": scores_by_seed(runs, split, name) for split, name in SUMMARIZED},
+        test_label_counts=test_label_counts(runs),
+        zero_shot=all(run.metrics.get("command") == "eval" and not run.metrics.get("source_run") for run in runs),
         trainable_params=rounded(mean_or_none([param_count(run, "trainable") for run in runs])),
         trainable_ratio=mean_or_none([param_count(run, "ratio") for run in runs]),
         train_seconds=mean_or_none([run.metrics.get("train_seconds") for run in runs]),
@@ -243,7 +252,20 @@ def param_count(run: Run, name: str) -> Any:
 def stat_of(runs: list[Run], split: str, name: str) -> Stat:
     values = [value for run in runs if is_number(value := metric_value(run.metrics, split, name))]
     std = statistics.stdev(values) if len(values) > 1 else None
-    return Stat(mean_or_none(values), std)
+    return Stat(mean_or_none(values), std, t_interval(values, bounds=(0.0, 1.0)))
+
+
+def scores_by_seed(runs: list[Run], split: str, name: str) -> dict:
+    return {run.metrics["seed"]: v for run in runs if is_number(v := metric_value(run.metrics, split, name))}
+
+
+def test_label_counts(runs: list[Run]) -> list[int] | None:
+    """How many test examples each class has (the confusion matrix's row sums), when the runs record it."""
+    for run in runs:
+        matrix = metric_value(run.metrics, "test", "confusion_matrix")
+        if isinstance(matrix, list) and matrix and all(isinstance(row, list) for row in matrix):
+            return [int(sum(row)) for row in matrix]
+    return None
 
 
 def mean_or_none(values: list[Any]) -> float | None:
@@ -255,6 +277,73 @@ def rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
+# ---------------------------------------------------------------- comparing
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The methods of one dataset, model and shots, ranked on the lead metric, with a paired test per pair."""
+
+    dataset: str
+    model: str
+    shots: int
+    metric: str  # "accuracy" or "macro_f1"
+    why: str  # why this metric leads
+    chance: float | None  # the lead metric of uniform random guessing; None when the class counts are unknown
+    ranked: list[GroupSummary]  # best mean first
+    tests: dict[tuple[str, str], PairedTest | None]  # (method, method) -> test of the first minus the second
+
+    @property
+    def best(self) -> GroupSummary:
+        return self.ranked[0]
+
+    def test(self, first: str, second: str) -> PairedTest | None:
+        return self.tests.get((first, second))
+
+
+def compare(summaries: list[GroupSummary], metric: str, test: str) -> list[Comparison]:
+    """One Comparison per dataset, model and shots (eval rows are ranked beside trained ones)."""
+    comparisons = []
+    for (dataset, model, shots), members in panels_by(summaries, lambda s: (s.dataset, s.model, s.shots)).items():
+        counts = next((s.test_label_counts for s in members if s.test_label_counts), None)
+        lead, why = lead_metric(counts, metric)
+        key = f"test_{lead}"
+        ranked = sorted(members, key=lambda s: -(s.stats[key].mean if s.stats[key].mean is not None else -1))
+        tests = {
+            (a.method, b.method): paired_test(*paired_scores(a, b, key), test)
+            for a in ranked
+            for b in ranked
+            if a is not b
+        }
+        chance = chance_level(counts, lead) if counts else None
+        comparisons.append(Comparison(dataset, model, shots, lead, why, chance, ranked, tests))
+    return comparisons
+
+
+def paired_scores(first: GroupSummary, second: GroupSummary, key: str) -> tuple[dict, dict]:
+    """Each side's {seed: score}. A single zero-shot run scores the same on every seed (nothing trains and the
+    test set is fixed), so it stands against every seed of the other side: a one-sample test of their scores."""
+    a, b = first.scores[key], second.scores[key]
+    if first.zero_shot and len(a) == 1:
+        a = dict.fromkeys(b, *a.values())
+    if second.zero_shot and len(b) == 1:
+        b = dict.fromkeys(a, *b.values())
+    return a, b
+
+
+def lead_metric(label_counts: list[int] | None, requested: str) -> tuple[str, str]:
+    """The metric a comparison leads with: as requested, else macro-F1 on an imbalanced test set."""
+    if requested != "auto":
+        return requested, "as requested"
+    if label_counts and is_imbalanced(label_counts):
+        shares = ", ".join(f"{100 * c / sum(label_counts):.0f}%" for c in label_counts)
+        return "macro_f1", (
+            f"the test set is imbalanced (classes {shares}), so accuracy would reward predicting the majority "
+            "class; macro-F1 weighs every class equally"
+        )
+    return "accuracy", "the test set is balanced" if label_counts else "the class counts are not recorded"
+
+
 # ---------------------------------------------------------------- formatting
 
 
@@ -264,6 +353,10 @@ def format_stat(stat: Stat) -> str:
         return "-"
     std = "-" if stat.std is None else f"{100 * stat.std:.1f}"
     return f"{100 * stat.mean:.1f} ± {std}"
+
+
+def format_ci(stat: Stat) -> str:
+    return "-" if stat.ci is None else f"[{100 * stat.ci[0]:.1f}, {100 * stat.ci[1]:.1f}]"
 
 
 def format_ratio(ratio: float | None) -> str:
@@ -281,7 +374,9 @@ SUMMARY_HEADER = (
     "method",
     "seeds",
     "test acc %",
+    "acc 95% CI",
     "test macro-F1 %",
+    "F1 95% CI",
     "trainable",
     "train s",
 )
@@ -297,7 +392,9 @@ def summary_rows(summaries: list[GroupSummary]) -> list[list[str]]:
             str(s.method),
             str(len(s.seeds)),
             format_stat(s.stats["test_accuracy"]),
+            format_ci(s.stats["test_accuracy"]),
             format_stat(s.stats["test_macro_f1"]),
+            format_ci(s.stats["test_macro_f1"]),
             format_ratio(s.trainable_ratio),
             format_seconds(s.train_seconds),
         ]
@@ -321,7 +418,7 @@ def incomplete_rows(runs: list[Run]) -> list[list[str]]:
 def rich_table(title: str, header: tuple[str, ...], rows: list[list[str]]) -> Table:
     table = Table(title=title)
     for name in header:
-        table.add_column(name, justify="right" if name.endswith(("%", " s", "seeds", "shots")) else "left")
+        table.add_column(escape(name), justify="right" if name.endswith(("%", " s", "seeds", "shots")) else "left")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))  # "pet [eval]" or an error's "[...]" is not markup
     return table
@@ -344,16 +441,113 @@ def selected_rows(summaries: list[GroupSummary]) -> list[list[str]]:
     ]
 
 
-def markdown_report(summaries: list[GroupSummary], incomplete: list[Run]) -> str:
-    text = "# prompttune report\n\n"
-    text += "Test metrics in %, mean ± sample std over seeds (completed runs only).\n\n"
-    text += markdown_table(SUMMARY_HEADER, summary_rows(summaries))
+def markdown_report(summaries: list[GroupSummary], incomplete: list[Run], comparisons: list[Comparison]) -> str:
+    """A results section: per dataset, model and shots, the table, the best method and which gaps are real."""
+    text = "# Results\n\n"
+    for table_number, comparison in enumerate(comparisons, start=1):
+        text += results_paragraphs(comparison, table_number)
     if any(s.selected for s in summaries):
         text += "\n## Settings selected by best dev accuracy, per seed\n\n"
         text += markdown_table(SELECTED_HEADER, selected_rows(summaries))
     if incomplete:
         text += "\n## Runs not included\n\n" + markdown_table(INCOMPLETE_HEADER, incomplete_rows(incomplete))
     return text
+
+
+def results_paragraphs(c: Comparison, number: int) -> str:
+    name, other = METRIC_NAMES[c.metric], "accuracy" if c.metric == "macro_f1" else "macro_f1"
+    seeds = sorted({seed for s in c.ranked for seed in s.seeds}, key=number_first)
+    counts = c.best.test_label_counts
+    n_test = f"the same {sum(counts):,} test examples" if counts else "one fixed test set"
+    text = f"## {c.dataset} · {c.model} · K={c.shots}\n\n"
+    text += (
+        f"We compare {len(c.ranked)} methods on {c.dataset} with {c.model}, K={c.shots} examples per class for "
+        f"training and as many for development, over {len(seeds)} seeds ({', '.join(map(str, seeds))}); every "
+        f"run is scored on {n_test}. We lead with {name}: {c.why}.\n\n"
+    )
+    text += (
+        f"Table {number}a. Test {name} and {METRIC_NAMES[other]} (%): mean ± sample standard deviation over seeds "
+        "and the 95% Student-t interval of the mean. `[eval]` rows are evaluated without training (zero-shot); "
+        "a single zero-shot run, which no seed changes, is compared with each seed of the others.\n\n"
+    )
+    header = ("method", "seeds", f"{name} %", "95% CI", f"{METRIC_NAMES[other]} %", "95% CI", "trainable", "train s")
+    rows = [
+        [
+            s.method,
+            str(len(s.seeds)),
+            format_stat(s.stats[f"test_{c.metric}"]),
+            format_ci(s.stats[f"test_{c.metric}"]),
+            format_stat(s.stats[f"test_{other}"]),
+            format_ci(s.stats[f"test_{other}"]),
+            format_ratio(s.trainable_ratio),
+            format_seconds(s.train_seconds),
+        ]
+        for s in c.ranked
+    ]
+    text += markdown_table(header, rows) + "\n" + best_method_sentence(c) + "\n\n"
+    if len(c.ranked) > 1:
+        text += (
+            f"Table {number}b. Difference in test {name} (row minus column, points) and its p-value, paired by "
+            f"seed; * marks p < 0.05.\n\n"
+        )
+        text += markdown_table(*pairwise_table(c)) + "\n" + test_note(c)
+    return text + "\n"
+
+
+def best_method_sentence(c: Comparison) -> str:
+    best = c.best
+    score = format_stat(best.stats[f"test_{c.metric}"])
+    sentence = f"**{best.method}** has the highest mean {METRIC_NAMES[c.metric]} ({score})."
+    beaten, tied = [], []
+    for other in c.ranked[1:]:
+        result = c.test(best.method, other.method)
+        label = f"{other.method} ({format_difference(result)})"
+        (beaten if result is not None and result.significant else tied).append(label)
+    if beaten:
+        sentence += f" Its lead is significant at 0.05 over {', '.join(beaten)}."
+    if tied:
+        sentence += f" Its lead is not significant over {', '.join(tied)}: those gaps may be seed noise."
+    if c.chance is not None:
+        sentence += f" Chance (uniform random guessing) scores {100 * c.chance:.1f}%."
+    return sentence
+
+
+def format_difference(result: PairedTest | None) -> str:
+    if result is None:
+        return "no common seed"
+    p_value = "p n/a" if result.p_value is None else f"p = {result.p_value:.3f}"
+    return f"{100 * result.mean_difference:+.1f} points, {p_value}"
+
+
+def pairwise_table(c: Comparison) -> tuple[tuple[str, ...], list[list[str]]]:
+    methods = [s.method for s in c.ranked]
+    rows = []
+    for first in methods:
+        cells = []
+        for second in methods:
+            result = None if first == second else c.test(first, second)
+            cells.append("·" if first == second else pairwise_cell(result))
+        rows.append([first, *cells])
+    return ("", *methods), rows
+
+
+def pairwise_cell(result: PairedTest | None) -> str:
+    if result is None:
+        return "-"
+    p_value = "n/a" if result.p_value is None else f"{result.p_value:.3f}"
+    return f"{100 * result.mean_difference:+.1f} (p={p_value}){'*' if result.significant else ''}"
+
+
+def test_note(c: Comparison) -> str:
+    names = sorted({t.test for t in c.tests.values() if t is not None})
+    note = f"Test: {' and '.join(names)} over the seeds both methods ran (two-sided)."
+    wilcoxon_ns = {t.n for t in c.tests.values() if t is not None and t.test.startswith("Wilcoxon")}
+    if wilcoxon_ns and min(wilcoxon_ns) <= 5:
+        note += (
+            " With 5 seeds the exact two-sided Wilcoxon signed-rank test cannot go below p = 2/2^5 = 0.0625, so"
+            " no gap can reach 0.05 with it; run more seeds, or pass `--test t` for the paired t-test."
+        )
+    return note + "\n"
 
 
 CSV_HEADER = (
@@ -365,8 +559,12 @@ CSV_HEADER = (
     "seeds",
     "test_accuracy_mean",
     "test_accuracy_std",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
     "test_macro_f1_mean",
     "test_macro_f1_std",
+    "test_macro_f1_ci_low",
+    "test_macro_f1_ci_high",
     "dev_accuracy_mean",
     "dev_accuracy_std",
     "trainable_params",
@@ -382,9 +580,10 @@ def csv_report(summaries: list[GroupSummary]) -> str:
     for s in summaries:
         stats = [
             value
-            for key in ("test_accuracy", "test_macro_f1", "dev_accuracy")
-            for value in (s.stats[key].mean, s.stats[key].std)
+            for key in ("test_accuracy", "test_macro_f1")
+            for value in (s.stats[key].mean, s.stats[key].std, *(s.stats[key].ci or (None, None)))
         ]
+        stats += [s.stats["dev_accuracy"].mean, s.stats["dev_accuracy"].std]
         row = [
             s.dataset,
             s.model,
@@ -401,7 +600,7 @@ def csv_report(summaries: list[GroupSummary]) -> str:
     return buffer.getvalue()
 
 
-def json_report(summaries: list[GroupSummary], incomplete: list[Run], metric: str) -> str:
+def json_report(summaries: list[GroupSummary], incomplete: list[Run], comparisons: list[Comparison]) -> str:
     """Raw fractions (not percentages), so other tools can recompute anything."""
     groups = [
         {
@@ -411,7 +610,9 @@ def json_report(summaries: list[GroupSummary], incomplete: list[Run], metric: st
             "method": s.method,
             "n_seeds": len(s.seeds),
             "seeds": s.seeds,
-            **{key: {"mean": stat.mean, "std": stat.std} for key, stat in s.stats.items()},
+            **{key: {"mean": stat.mean, "std": stat.std, "ci95": stat.ci} for key, stat in s.stats.items()},
+            "scores_by_seed": {key: {str(seed): v for seed, v in values.items()} for key, values in s.scores.items()},
+            "test_label_counts": s.test_label_counts,
             "trainable_params": s.trainable_params,
             "trainable_ratio": s.trainable_ratio,
             "train_seconds_mean": s.train_seconds,
@@ -432,39 +633,56 @@ def json_report(summaries: list[GroupSummary], incomplete: list[Run], metric: st
     ]
     report = {
         "generated_at": datetime.now().isoformat(timespec="seconds"),
-        "plot_metric": metric,
         "groups": groups,
+        "comparisons": [comparison_json(c) for c in comparisons],
         "incomplete": others,
     }
     return json.dumps(report, indent=2) + "\n"
 
 
+def comparison_json(c: Comparison) -> dict:
+    return {
+        "dataset": c.dataset,
+        "model": c.model,
+        "shots": c.shots,
+        "metric": c.metric,
+        "why": c.why,
+        "chance": c.chance,
+        "ranking": [s.method for s in c.ranked],
+        "best": c.best.method,
+        "paired_tests": [
+            {"first": first, "second": second, **vars(result), "significant": result.significant}
+            for (first, second), result in c.tests.items()
+            if result is not None
+        ],
+    }
+
+
 # ---------------------------------------------------------------- plotting
 
 
-def plot_report(summaries: list[GroupSummary], metric: str, path: Path) -> None:
-    """Bars of test `metric` by method (one panel per dataset-model-shots), with std error bars,
-    plus accuracy-vs-shots lines per method for each dataset-model that has several shot counts."""
+def plot_report(summaries: list[GroupSummary], comparisons: list[Comparison], path: Path) -> None:
+    """Per dataset-model-shots, each seed's test score as a point beside the mean and its 95% t-interval,
+    with the chance level; plus score-vs-shots lines per method where a dataset-model has several shot counts."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    stat_key = f"test_{metric}"
-    bar_panels = panels_by(summaries, lambda s: (s.dataset, s.model, s.shots))
+    lead = {(c.dataset, c.model): c.metric for c in comparisons}
     model_panels = panels_by(summaries, lambda s: (s.dataset, s.model))
     line_panels = {key: group for key, group in model_panels.items() if len({s.shots for s in group}) > 1}
-    count = len(bar_panels) + len(line_panels)
+    count = len(comparisons) + len(line_panels)
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(4.5 * columns, 3.6 * rows), layout="constrained")
+    figure = Figure(figsize=(4.8 * columns, 3.9 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
-    for ax, (key, members) in zip(axes, bar_panels.items(), strict=False):  # more axes than panels
-        draw_bars(ax, members, stat_key, "{} / {} / K={}".format(*key))
-    for ax, (key, members) in zip(axes[len(bar_panels) :], line_panels.items(), strict=False):
-        draw_shot_lines(ax, members, stat_key, "{} / {}".format(*key))
+    for ax, comparison in zip(axes, comparisons, strict=False):  # more axes than panels
+        draw_seed_points(ax, comparison)
+    for ax, (key, members) in zip(axes[len(comparisons) :], line_panels.items(), strict=False):
+        draw_shot_lines(ax, members, f"test_{lead[key]}", "{} / {}".format(*key))
     for ax in axes[count:]:
         ax.set_visible(False)
-    figure.suptitle(f"test {metric} (%), mean ± std over seeds")
+    figure.suptitle("dots: seeds; bar: mean and 95% t-interval; dashed: chance", fontsize=9)
     write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
 
 
@@ -475,13 +693,24 @@ def panels_by(summaries: list[GroupSummary], key_of) -> dict[tuple, list[GroupSu
     return panels
 
 
-def draw_bars(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
-    means = [percent(s.stats[stat_key].mean) for s in members]
-    stds = [percent(s.stats[stat_key].std) for s in members]
-    ax.bar(range(len(members)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    labels = [f"{s.method} ({mean:.1f})" for s, mean in zip(members, means, strict=True)]
-    ax.set_xticks(range(len(members)), labels, rotation=30, ha="right")
-    ax.set_title(title, fontsize=10)
+def draw_seed_points(ax, c: Comparison) -> None:
+    key = f"test_{c.metric}"
+    for x, summary in enumerate(c.ranked):
+        values = [100 * v for v in summary.scores[key].values()]
+        offsets = [x - 0.18 + 0.12 * (i / max(1, len(values) - 1) - 0.5) for i in range(len(values))]
+        ax.scatter(offsets, values, s=14, color="tab:gray", alpha=0.8, zorder=3)
+        stat = summary.stats[key]
+        if stat.mean is None:
+            continue
+        ci = stat.ci or (stat.mean, stat.mean)
+        error = [[100 * (stat.mean - ci[0])], [100 * (ci[1] - stat.mean)]]
+        ax.errorbar([x + 0.1], [100 * stat.mean], yerr=error, fmt="o", color="tab:blue", capsize=4, zorder=4)
+    if c.chance is not None:
+        ax.axhline(100 * c.chance, color="tab:red", linestyle="--", linewidth=1, label="chance")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xticks(range(len(c.ranked)), [s.method for s in c.ranked], rotation=30, ha="right")
+    ax.set_ylabel(f"test {METRIC_NAMES[c.metric]} (%)")
+    ax.set_title(f"{c.dataset} / {c.model} / K={c.shots}", fontsize=10)
     ax.set_ylim(0, 100)
 
 
@@ -513,14 +742,16 @@ def percent(value: float | None) -> float:
 # ---------------------------------------------------------------- writing
 
 
-def write_reports(out: Path, summaries: list[GroupSummary], incomplete: list[Run], metric: str) -> list[Path]:
+def write_reports(
+    out: Path, summaries: list[GroupSummary], incomplete: list[Run], comparisons: list[Comparison]
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"report.{suffix}" for suffix in ("md", "csv", "json", "png")]
-    write_text(paths[0], markdown_report(summaries, incomplete))
+    write_text(paths[0], markdown_report(summaries, incomplete, comparisons))
     write_text(paths[1], csv_report(summaries))
-    write_text(paths[2], json_report(summaries, incomplete, metric))
+    write_text(paths[2], json_report(summaries, incomplete, comparisons))
     if summaries:
-        plot_report(summaries, metric, paths[3])
+        plot_report(summaries, comparisons, paths[3])
     else:
         paths[3].unlink(missing_ok=True)  # nothing completed yet: no plot rather than a stale one
         paths.pop()
@@ -542,7 +773,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="where to write report.{md,csv,json,png} (default: the single given dir, else the current dir)",
     )
-    parser.add_argument("--metric", choices=PLOTTABLE_METRICS, default="accuracy", help="test metric to plot")
+    parser.add_argument(
+        "--metric",
+        choices=("auto", *PLOTTABLE_METRICS),
+        default="auto",
+        help="test metric to rank, test and plot by (auto: macro-F1 where the test set is imbalanced, else accuracy)",
+    )
+    parser.add_argument(
+        "--test",
+        choices=TESTS,
+        default="auto",
+        help="paired test over seeds (auto: paired t-test below 5 common seeds, Wilcoxon signed-rank from 5)",
+    )
     parser.add_argument(
         "--select",
         choices=("dev",),
@@ -561,13 +803,19 @@ def checked_dirs(dirs: list[Path]) -> list[Path]:
     return dirs
 
 
-def print_tables(summaries: list[GroupSummary], incomplete: list[Run]) -> None:
+def print_tables(summaries: list[GroupSummary], incomplete: list[Run], comparisons: list[Comparison]) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=MIN_CONSOLE_WIDTH)
     if summaries:
-        title = "Test metrics (%), mean ± std over seeds, completed runs"
+        title = "Test metrics (%), mean ± std over seeds and 95% t-interval, completed runs"
         console.print(rich_table(title, SUMMARY_HEADER, summary_rows(summaries)))
     else:
         console.print("No completed run yet.")
+    for c in comparisons:
+        console.print(escape(best_method_sentence(c).replace("**", "")))
+        if len(c.ranked) > 1:
+            title = f"{c.dataset} / {c.model} / K={c.shots}: test {METRIC_NAMES[c.metric]}, row minus column"
+            console.print(rich_table(title, *pairwise_table(c)))
+            console.print(escape(test_note(c).strip()))
     if any(s.selected for s in summaries):
         title = "Settings selected by best dev accuracy, per seed"
         console.print(rich_table(title, SELECTED_HEADER, selected_rows(summaries)))
@@ -575,7 +823,9 @@ def print_tables(summaries: list[GroupSummary], incomplete: list[Run]) -> None:
         console.print(rich_table("Runs not included", INCOMPLETE_HEADER, incomplete_rows(incomplete)))
 
 
-def report(dirs: list[Path], out: Path | None, metric: str, select: str | None = None) -> list[Path]:
+def report(
+    dirs: list[Path], out: Path | None, metric: str = "auto", test: str = "auto", select: str | None = None
+) -> list[Path]:
     dirs = checked_dirs(dirs)
     files = find_metrics_files(dirs)
     if not files:
@@ -583,8 +833,9 @@ def report(dirs: list[Path], out: Path | None, metric: str, select: str | None =
     runs = [variant for path in files for variant in variant_runs(read_run(path))]
     summaries = summarize(select_best_dev(runs) if select == "dev" else runs)
     incomplete = [run for run in runs if run.problem is not None]
-    print_tables(summaries, incomplete)
-    return write_reports(out or (dirs[0] if len(dirs) == 1 else Path.cwd()), summaries, incomplete, metric)
+    comparisons = compare(summaries, metric, test)
+    print_tables(summaries, incomplete, comparisons)
+    return write_reports(out or (dirs[0] if len(dirs) == 1 else Path.cwd()), summaries, incomplete, comparisons)
 
 
 def main(argv: list[str]) -> int:
@@ -593,7 +844,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exit_request:  # --help, or argparse's own usage error (already printed)
         return exit_request.code if isinstance(exit_request.code, int) else 2
     try:
-        written = report(args.dirs, args.out, args.metric, args.select)
+        written = report(args.dirs, args.out, args.metric, args.test, args.select)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -51,7 +51,11 @@ def unwritable(err: OSError) -> str:
     return f"{err.strerror or one_line(err)}; choose a writable place ({where})"
 
 
-class RunDirBusy(UserError):
+class OtherRunsDir(UserError):
+    """The dir holds another run's files (another config, or a job still running there): leave them alone."""
+
+
+class RunDirBusy(OtherRunsDir):
     """Another live process runs a job in this dir."""
 
 

@@ -12,26 +12,41 @@ from safetensors.torch import save
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
-from prompttune.files import write_atomically, write_text
+from prompttune.files import write_atomically, write_json, write_text
 from prompttune.record import RunRecord, one_line
 
 CHECKPOINT = "checkpoint/trainable.safetensors"
 CHECKPOINT_CONFIG = "checkpoint/config.yaml"
 SPLITS = "splits.json"
+FITTED = "checkpoint/fitted.json"  # what a method learnt without gradients (vocabulary, label words)
 
 
 def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], cfg: DictConfig) -> int:
-    """Save the trainable parameters only, with the resolved config beside them; returns the file's size."""
+def save_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], cfg: DictConfig, fitted: dict | None = None) -> int:
+    """Save the trainable parameters only, with the resolved config (and what the method fitted without
+    gradients, as JSON) beside them; returns the size of the files."""
     path = run_dir / CHECKPOINT
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     metadata = {"format": "pt", "method": cfg.method.name, "model": cfg.model.name}
     write_atomically(path, lambda handle: handle.write(save(tensors, metadata=metadata)))
     write_text(run_dir / CHECKPOINT_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    if fitted:
+        write_json(run_dir / FITTED, fitted)
+        return path.stat().st_size + (run_dir / FITTED).stat().st_size
     return path.stat().st_size
+
+
+def load_fitted(run_dir: Path) -> dict:
+    path = run_dir / FITTED
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise UserError(f"run={run_dir}: {path} is not valid JSON; retrain the run") from None
 
 
 def load_run(run: str) -> tuple[Path, DictConfig, dict[str, torch.Tensor]]:
@@ -75,8 +90,10 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def load_checkpoint_into(method, state: dict[str, torch.Tensor], run_dir: Path) -> None:
+    """The checkpoint's tensors and what the method fitted without gradients (checkpoint/fitted.json)."""
+    fitted = load_fitted(run_dir)
     try:
-        method.load_trainable_state(state)
+        method.restore(state, fitted)
     except (UserError, RuntimeError) as err:
         raise UserError(f"{run_dir / CHECKPOINT} was not saved by this method and model: {one_line(err)}") from None
 

@@ -3,9 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from prompttune.config import register_configs
 from prompttune.experiment import run_train
 from prompttune.jobs import run_job
 from prompttune.paths import CONFIG_DIR
+
+register_configs()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

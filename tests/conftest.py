@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+from prompttune.config import register_configs
+
+register_configs()  # the schemas configs/*.yaml extend
+
 
 @pytest.fixture(autouse=True)
 def _seeded():

@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompttune import cli
+from prompttune.config import validate
 from prompttune.paths import CONFIG_DIR
-from prompttune.validation import validate
 from tests.helpers import compose_config
 
 TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=24"]
@@ -24,7 +24,7 @@ def metrics_of(run_dir: Path) -> dict:
 
 GROUP_OPTIONS = [
     (group, p.stem)
-    for group in ("method", "dataset", "model", "trainer", "experiment")
+    for group in ("method", "dataset", "model", "trainer", "logger", "experiment")
     for p in sorted((CONFIG_DIR / group).glob("*.yaml"))
 ]
 
@@ -36,7 +36,7 @@ def test_every_group_option_composes(group, option):
         assert cfg.trainer.max_steps is not None or cfg.trainer.epochs
     else:
         assert cfg[group] is not None
-    if group in ("method", "dataset", "trainer", "experiment"):
+    if group in ("method", "dataset", "trainer", "logger", "experiment"):
         validate(cfg)
 
 
@@ -149,7 +149,7 @@ def one_error_line(stderr: str) -> str:
         (["train", "trainer.nope=1"], "trainer.nope"),
         (["train", "method.pattern_idd=1"], "pattern_idd"),
         (["train", "trainer.precision=fp8"], "precision"),
-        (["train", "trainer.lr=nan"], "trainer.lr=nan is out of range"),
+        (["train", "trainer.lr=nan"], "trainer.lr=nan is invalid; allowed: a finite number >= 0"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size=0"),
         (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
         (["frobnicate"], "unknown command"),

@@ -68,7 +68,8 @@ def test_offline_corpus_sizes_and_labels(name):
     assert set(counts) == set(EXPECTED_CLASS_SIZES[name])
     for label, (low, high) in EXPECTED_CLASS_SIZES[name].items():
         assert low <= counts[label] <= high, (label, counts[label])
-    assert 0.18 <= len(corpus.test) / (len(corpus.train) + len(corpus.test)) <= 0.22
+    if name != "subj":  # subj: a balanced test pool instead (test_subj_test_set_is_balanced_...)
+        assert 0.18 <= len(corpus.test) / (len(corpus.train) + len(corpus.test)) <= 0.22
 
 
 @pytest.mark.parametrize("name", OFFLINE)
@@ -131,7 +132,7 @@ def test_split_sizes_and_class_balance(name, shots):
     n_labels = len(splits.labels)
     assert Counter(example.label for example in splits.train) == {label: shots for label in range(n_labels)}
     assert Counter(example.label for example in splits.dev) == {label: shots for label in range(n_labels)}
-    assert len(splits.test) == 200
+    assert guids(splits.test) == guids(load_corpus(dataset_cfg(name)).test)  # the whole test pool by default
 
 
 def test_splits_are_disjoint():
@@ -180,14 +181,8 @@ def test_too_many_shots_is_a_helpful_user_error():
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("shots", [0, -3])
-def test_non_positive_shots_is_a_user_error(shots):
-    with pytest.raises(UserError, match="positive whole number"):
-        load_splits(dataset_cfg("mr"), shots=shots, seed=1)
-
-
 def test_to_json_lists_every_example_with_label_names():
-    splits = load_splits(dataset_cfg("mr"), shots=2, seed=3)
+    splits = load_splits(dataset_cfg("mr", test_size=200), shots=2, seed=3)
     data = json.loads(json.dumps(splits.to_json()))
     assert data["counts"] == {"train": 4, "dev": 4, "test": 200}
     assert data["label_counts"]["train"] == {"negative": 2, "positive": 2}
@@ -407,17 +402,20 @@ def test_shipped_config_is_valid(path):
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"tets_size": 5}, r"dataset\.tets_size is not a dataset setting \(known here: name, source"),
+        ({"tets_size": 5}, r"dataset\.tets_size is not a config key; allowed keys here: name, source"),
         (
             {"package": {"loader": "rotten_tomatoes_polarity", "lodaer": 1}},
-            r"dataset\.package\.lodaer is not a",
+            r"dataset\.package\.lodaer is not a config key; allowed keys here: loader",
         ),
-        ({"source": "ftp"}, r"dataset\.source is 'ftp': use one of package, hub, local"),
-        ({"source": "hub"}, r"the dataset\.hub block is missing"),
-        ({"test_size": "many"}, r"dataset\.test_size: .*could not be converted"),
-        ({"test_size": 0}, r"dataset\.test_size is 0"),
-        ({"package": {"loader": "imdb"}}, r"dataset\.package\.loader is 'imdb': use one of"),
-        ({"labels": ["negative", "positive", "neutral"]}, r"verbalizer has keys"),
+        ({"source": "ftp"}, r"dataset\.source=ftp is invalid; allowed: package, hub, local"),
+        ({"source": "hub"}, r"dataset\.hub=null is invalid; allowed: a dataset\.hub block"),
+        ({"test_size": "many"}, r"dataset\.test_size=many is invalid; allowed: a whole number or null"),
+        ({"test_size": 0}, r"dataset\.test_size=0 is invalid; allowed: a whole number >= 1"),
+        ({"package": {"loader": "imdb"}}, r"dataset\.package\.loader=imdb is invalid; allowed: bbc_news, rotten"),
+        (
+            {"labels": ["negative", "positive", "neutral"]},
+            r"dataset\.patterns\[0\]\.verbalizer=.* is invalid; allowed: words for",
+        ),
         (
             {
                 "patterns": [
@@ -427,7 +425,7 @@ def test_shipped_config_is_valid(path):
                     }
                 ]
             },
-            r"exactly once",
+            r"dataset\.patterns\[0\]\.template=.* is invalid; allowed: a template with {mask} exactly once",
         ),
     ],
 )
@@ -440,11 +438,19 @@ def test_bad_config_is_a_one_line_user_error(change, message):
 def test_missing_required_key_and_yaml_booleans_are_user_errors():
     cfg = dataset_cfg("mr")
     del cfg["labels"]
-    with pytest.raises(UserError, match=r"dataset\.labels is required"):
+    with pytest.raises(UserError, match=r"dataset\.labels is required but not set"):
         validate_dataset_config(cfg)
-    with pytest.raises(UserError, match=r"dataset\.labels\[0\] is False, not a string: quote it"):
-        validate_dataset_config(OmegaConf.create("labels: [no, yes]"))
+    with pytest.raises(UserError, match=r"dataset\.labels\[0\]=False is invalid; allowed: a quoted label name"):
+        validate_dataset_config(dataset_cfg("mr", labels=OmegaConf.create("[no, yes]")))
 
 
 def test_splits_is_the_public_type():
     assert isinstance(load_splits(dataset_cfg("mr"), shots=1, seed=0), Splits)
+
+
+def test_subj_test_set_is_balanced_like_the_original_subj():
+    corpus = load_corpus(dataset_cfg("subj"))
+    counts = [sum(example.label == label for example in corpus.test) for label in (0, 1)]
+    assert counts[0] == counts[1] > 500
+    assert not set(guids(corpus.test)) & set(guids(corpus.train))
+    assert len(load_splits(dataset_cfg("subj"), shots=16, seed=13).test) == sum(counts)

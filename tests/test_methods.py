@@ -13,13 +13,19 @@ FAST = ["trainer.max_steps=12", "trainer.eval_every=null", "trainer.batch_size=8
 FROZEN_METHODS = {
     "prompt_tuning": (["method.prompt_lr=0.3", "method.n_tokens=4"], ("soft_embeddings",)),
     "ptuning_v1": (["method.prompt_lr=0.01"], ("prompt_encoder.",)),
-    "ptuning_v2": (
-        ["method.prompt_lr=0.05", "method.lr=0.05", "method.reparameterize=true"],
-        ("deep_prompts.", "head.classifier."),
+    "ptuning_v2": (["method.prompt_lr=0.05", "method.lr=0.05"], ("kv_prefixes.", "head.classifier.")),
+    "ptuning_v2_reparameterized": (
+        ["method=ptuning_v2", "method.prompt_lr=0.05", "method.lr=0.05", "method.reparameterize=true"],
+        ("kv_prefixes.", "head.classifier."),
     ),
     "ptuning_v2_verbalizer": (
+        ["method=ptuning_v2", "method.head=verbalizer", "method.prompt_lr=0.05", "trainer.max_steps=20"],
+        ("kv_prefixes.",),
+    ),
+    "ptuning_v2_hidden_states": (
         # deep prompts steer a random tiny causal LM's next-token scores slowly: more, gentler steps
-        ["method=ptuning_v2", "method.head=verbalizer", "method.prompt_lr=0.01", "trainer.max_steps=40"],
+        ["method=ptuning_v2", "method.prefix=hidden_states", "method.head=verbalizer", "method.prompt_lr=0.01"]
+        + ["trainer.max_steps=40"],
         ("deep_prompts.",),
     ),
 }

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from prompttune.data import load_splits
 from prompttune.data.records import Example
 from prompttune.ensemble import LOGITS_FILE, Member, ensemble_weights, run_ensemble, soft_labels, weighted_logits
-from prompttune.errors import UserError
 from prompttune.methods import method_config
 from prompttune.methods.base import distillation_loss
 from prompttune.prompts.encoding import collate
@@ -151,23 +150,10 @@ def test_distillation_moves_the_student_towards_the_soft_labels():
             return student.training_loss(batch).item()
 
     before = loss()
-    cfg = compose_config("trainer.max_steps=15", "trainer.lr=3e-3", "trainer.eval_every=null", "trainer.warmup_ratio=0")
+    # the classification head (dense + tanh, initialised at std 0.02 as transformers does) needs a larger step
+    cfg = compose_config("trainer.max_steps=15", "trainer.lr=3e-2", "trainer.eval_every=null", "trainer.warmup_ratio=0")
     train(student, pool, student.encode(toy_examples(4)), cfg.trainer, torch.device("cpu"), seed=0)
     assert loss() < 0.5 * before
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("method.mode=bagging", "method.mode='bagging' is unknown"),
-        ("method.lm_weight=1.5", "method.lm_weight=1.5 must be in [0, 1)"),
-        ("method.ensemble_weights=train", "method.ensemble_weights='train' is unknown"),
-        ("method.distill_into=tfidf", "method.distill_into='tfidf' is unknown"),
-    ],
-)
-def test_bad_pet_keys_are_one_line_errors_up_front(override, message):
-    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        method_config(compose_config("method=pet", override).method)
 
 
 @pytest.mark.slow

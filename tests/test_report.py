@@ -4,9 +4,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
-from prompttune import report
+from prompttune import report, significance
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -126,7 +128,7 @@ def test_writes_all_report_files_atomically(tmp_path):
     csv_lines = (sweep / "report.csv").read_text().splitlines()
     assert csv_lines[0].startswith("dataset,model,shots,method,n_seeds,seeds,test_accuracy_mean")
     assert csv_lines[1].startswith("mr,smollm2_135m,16,finetune,2,13 21,0.75")
-    pet_row = "| mr | smollm2_135m | 16 | pet | 2 | 62.0 ± 2.8 | 60.0 ± 1.4 |"
+    pet_row = "| pet | 2 | 62.0 ± 2.8 | [36.6, 87.4] | 60.0 ± 1.4 | [47.3, 72.7] |"
     assert pet_row in (sweep / "report.md").read_text()
 
 
@@ -192,3 +194,115 @@ def test_format_stat_uses_percent_with_one_decimal():
     assert report.format_stat(report.Stat(0.8134, 0.0211)) == "81.3 ± 2.1"
     assert report.format_stat(report.Stat(0.5, None)) == "50.0 ± -"
     assert report.format_stat(report.Stat(None, None)) == "-"
+
+
+# ---------------------------------------------------------------- statistics across seeds
+
+SEEDS = [13, 21, 42, 87, 100, 7]
+
+
+def synthetic_sweep(root: Path, seeds: list[int], label_counts: list[int]) -> dict[str, list[float]]:
+    """Three trained methods and a zero-shot row; `strong` beats `weak` on every seed, `noisy` is noise."""
+    scores = {
+        "strong": [0.80 + 0.01 * i for i in range(len(seeds))],
+        "weak": [0.60 + 0.012 * i for i in range(len(seeds))],
+        "noisy": [0.80 + (0.15 if i % 2 else -0.15) for i in range(len(seeds))],
+    }
+    job = 0
+    matrix = [[count if i == j else 0 for j in range(len(label_counts))] for i, count in enumerate(label_counts)]
+    for method, values in scores.items():
+        for seed, value in zip(seeds, values, strict=True):
+            metrics = completed_metrics(method, seed, value + 0.02, value)
+            metrics["test"]["confusion_matrix"] = matrix
+            write_metrics(root / str(job), metrics)
+            job += 1
+    zero_shot = completed_metrics("pet", 13, 0.55, 0.5) | {"command": "eval"}
+    zero_shot["test"]["confusion_matrix"] = matrix
+    write_metrics(root / str(job), zero_shot)
+    return scores
+
+
+def test_t_interval_matches_scipy():
+    values = [0.71, 0.75, 0.69, 0.80, 0.77]
+    expected = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert significance.t_interval(values) == pytest.approx(expected)
+    assert significance.t_interval([0.5]) is None
+    assert significance.t_interval([0.0, 1.0], bounds=(0.0, 1.0)) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6])
+def test_paired_tests_match_scipy(n):
+    first = {seed: 0.7 + 0.03 * ((seed * 7) % 5) for seed in SEEDS[:n]}
+    second = {seed: 0.65 + 0.02 * ((seed * 3) % 4) for seed in SEEDS[:n]}
+    result = significance.paired_test(first, second)
+    a, b = list(first.values()), list(second.values())
+    if n >= 5:
+        assert result.test.startswith("Wilcoxon") and result.p_value == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    else:
+        assert result.test == "paired t-test" and result.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert result.mean_difference == pytest.approx(np.mean(a) - np.mean(b))
+    forced_t = significance.paired_test(first, second, test="t")
+    assert forced_t.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+
+
+def test_paired_test_uses_only_common_seeds_and_handles_ties():
+    result = significance.paired_test({13: 0.8, 21: 0.7, 42: 0.9}, {13: 0.6, 21: 0.5, 87: 0.1})
+    assert result.n == 2 and result.mean_difference == pytest.approx(0.2) and result.p_value is None
+    assert significance.paired_test({13: 0.5, 21: 0.6}, {13: 0.5, 21: 0.6}).p_value is None
+    assert significance.paired_test({13: 0.5}, {21: 0.5}) is None
+
+
+def test_chance_levels():
+    assert significance.chance_level([50, 50], "accuracy") == 0.5
+    assert significance.chance_level([50, 50], "macro_f1") == pytest.approx(0.5)
+    # 90/10: F1 of random guessing is 2*0.9*0.5/1.4 and 2*0.1*0.5/0.6
+    assert significance.chance_level([90, 10], "macro_f1") == pytest.approx((0.9 / 1.4 + 0.1 / 0.6) / 2)
+
+
+def test_report_ranks_tests_pairs_and_marks_significance(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    scores = synthetic_sweep(sweep, SEEDS, [500, 500])
+    assert report.main([str(sweep)]) == 0
+    result = read_report_json(sweep)
+    (comparison,) = result["comparisons"]
+    assert comparison["metric"] == "accuracy" and comparison["chance"] == 0.5
+    assert comparison["best"] == "strong" and comparison["ranking"][-1] == "pet [eval]"
+    tests = {(t["first"], t["second"]): t for t in comparison["paired_tests"]}
+    accuracy = {method: [v + 0.02 for v in values] for method, values in scores.items()}
+    strong_weak = tests[("strong", "weak")]
+    assert strong_weak["test"].startswith("Wilcoxon") and strong_weak["n"] == 6
+    assert strong_weak["p_value"] == pytest.approx(stats.wilcoxon(accuracy["strong"], accuracy["weak"]).pvalue)
+    assert strong_weak["significant"] and not tests[("strong", "noisy")]["significant"]
+    zero_shot = tests[("strong", "pet [eval]")]  # one zero-shot run stands against every seed
+    assert zero_shot["n"] == 6
+    assert zero_shot["p_value"] == pytest.approx(stats.wilcoxon(accuracy["strong"], [0.55] * 6).pvalue)
+    group = groups_by_method(result)["strong"]
+    expected_ci = stats.t.interval(0.95, 5, loc=np.mean(accuracy["strong"]), scale=stats.sem(accuracy["strong"]))
+    assert group["test_accuracy"]["ci95"] == pytest.approx(list(expected_ci))
+    markdown = (sweep / "report.md").read_text()
+    assert "**strong** has the highest mean accuracy" in markdown
+    assert "significant at 0.05 over weak" in markdown and "not significant over noisy" in markdown
+    assert "| pet [eval] | 1 |" in markdown  # zero-shot beside the trained rows
+    assert "*" in markdown.split("Table 1b")[1] and "Chance (uniform random guessing) scores 50.0" in markdown
+    assert "strong has the highest mean accuracy" in capsys.readouterr().out
+
+
+def test_imbalanced_test_set_leads_with_macro_f1_and_says_why(tmp_path):
+    sweep = tmp_path / "sweep"
+    synthetic_sweep(sweep, SEEDS[:5], [900, 100])
+    assert report.main([str(sweep), "--test", "t"]) == 0
+    (comparison,) = read_report_json(sweep)["comparisons"]
+    assert comparison["metric"] == "macro_f1" and "imbalanced" in comparison["why"]
+    assert comparison["chance"] == pytest.approx(significance.chance_level([900, 100], "macro_f1"))
+    assert {t["test"] for t in comparison["paired_tests"]} == {"paired t-test"}
+    markdown = (sweep / "report.md").read_text()
+    assert "We lead with macro-F1: the test set is imbalanced (classes 90%, 10%)" in markdown
+
+
+def test_five_seed_wilcoxon_limit_is_stated(tmp_path):
+    sweep = tmp_path / "sweep"
+    synthetic_sweep(sweep, SEEDS[:5], [500, 500])
+    assert report.main([str(sweep)]) == 0
+    (comparison,) = read_report_json(sweep)["comparisons"]
+    assert not any(t["significant"] for t in comparison["paired_tests"])  # min exact p with 5 pairs: 0.0625
+    assert "cannot go below p = 2/2^5 = 0.0625" in (sweep / "report.md").read_text()

@@ -16,6 +16,7 @@ from prompttune import interrupts
 from prompttune.errors import UserError
 from prompttune.experiment import run_train
 from prompttune.record import RunRecord, config_sha, settings_of
+from prompttune.rundirs import OtherRunsDir
 from prompttune.training import loop
 from prompttune.training.state import STATE_DIR
 from tests.helpers import compose_config
@@ -140,10 +141,11 @@ def test_a_damaged_snapshot_is_named(damage, message, tmp_path, monkeypatch):
         train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert")
 
 
-def test_a_snapshot_of_another_config_is_refused(tmp_path, monkeypatch):
-    interrupted_run(tmp_path, monkeypatch)
-    with pytest.raises(UserError, match="holds a run of another config"):
+def test_a_snapshot_of_another_config_is_refused_and_left_alone(tmp_path, monkeypatch):
+    snapshot = interrupted_run(tmp_path, monkeypatch)
+    with pytest.raises(OtherRunsDir, match="holds a run of another config"):
         train_run(tmp_path, "method=prompt_tuning", "model=tiny_bert", "trainer.lr=0.5")
+    assert snapshot.with_suffix(".json").exists() and RunRecord.read(tmp_path).status == "running"
 
 
 def test_a_snapshot_from_another_method_is_refused(tmp_path, monkeypatch):

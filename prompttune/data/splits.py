@@ -48,11 +48,6 @@ class Splits:
         }
 
 
-def check_shots(shots: int) -> None:
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise UserError(f"shots={shots!r}: use a positive whole number of examples per class, e.g. shots=16")
-
-
 def without_test_texts(pool: list[Example], test: list[Example]) -> list[Example]:
     """The training pool minus examples whose text also occurs in the test pool (no train/test leakage)."""
     test_texts = {(example.text_a, example.text_b) for example in test}

@@ -3,12 +3,12 @@
 import importlib
 import pkgutil
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from prompttune.errors import UserError
 from prompttune.methods.base import Method, MethodConfig, Task
 from prompttune.models.backbone import Backbone
+from prompttune.schema import checked_node
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -22,16 +22,11 @@ def register(name: str):
 
 
 def method_config(method_cfg: DictConfig) -> MethodConfig:
-    """Validate the `method` group against the method's dataclass: unknown keys and bad types are errors."""
+    """The `method` node checked against its method's schema (types, choices, unknown keys, ranges)."""
     name = method_cfg.get("name")
     if name not in METHODS:
         raise UserError(f"method {name!r} is unknown; use one of {sorted(METHODS)}")
-    schema = OmegaConf.structured(METHODS[name].config_class)
-    try:
-        merged = OmegaConf.merge(schema, method_cfg)
-    except OmegaConfBaseException as err:
-        raise UserError(f"method {name}: {str(err).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    return checked_node(METHODS[name].config_class, method_cfg, "method")[1]
 
 
 def build_method(method_cfg: DictConfig, backbone: Backbone, task: Task, max_length: int) -> Method:

@@ -1,10 +1,14 @@
 """The method protocol: a config dataclass plus a module that maps a batch to class logits.
 
-A method decides three things: which template the examples go through, how the backbone is run
-(`hidden_states`, where soft prompts enter), and which parameters train. Heads do the rest.
+A method decides which template the examples go through, how the backbone is run (`hidden_states`, where
+soft prompts enter), which parameters train, and what it learns from the training examples without the
+gradient loop (`fit_examples`). Heads do the rest. A method that does not train (`trains = False`) skips the
+loop; one that needs no language model (`uses_backbone = False`) is built without loading it.
 """
 
+import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
@@ -14,27 +18,68 @@ from torch import nn
 
 from prompttune.data.records import Example
 from prompttune.errors import UserError
-from prompttune.methods.heads import LinearHead, VerbalizerHead
-from prompttune.models.backbone import Backbone
-from prompttune.prompts.encoding import EncodedExample, TemplateEncoder
+from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerHead
+from prompttune.models.backbone import Backbone, pick
+from prompttune.models.families import EncoderDecoder
+from prompttune.prompts import label_search
+from prompttune.prompts.demonstrations import DemonstrationEncoder
+from prompttune.prompts.encoding import EncodedExample, TemplateEncoder, collate
 from prompttune.prompts.template import Template, parse_template
-from prompttune.prompts.verbalizer import Verbalizer
+from prompttune.prompts.verbalizer import Reduce, Verbalizer
+from prompttune.schema import Invalid, bounded
 
-CALIBRATIONS = ("none", "contextual")
+log = logging.getLogger(__name__)
+AUTO = "auto"
+SEARCH_BATCH = 16
+
+
+class Head(StrEnum):
+    verbalizer = "verbalizer"  # label words' scores at the mask / next token
+    linear = "linear"  # a new linear classifier on one token
+    classification = "classification"  # the head AutoModelForSequenceClassification gives the family
+
+
+class Calibration(StrEnum):
+    none = "none"
+    contextual = "contextual"  # Zhao et al. 2021, applied when testing (and on dev with calibrate_dev)
 
 
 @dataclass
 class MethodConfig:
+    """The keys every method shares; a method's own config subclasses it (its schema in the `method` group)."""
+
     name: str = MISSING
-    head: str = "verbalizer"  # verbalizer | linear
-    pattern_id: int = 0  # which of the dataset's patterns
+    head: Head = Head.verbalizer
+    pattern_id: int = bounded(0, ge=0)  # which of the dataset's patterns
     template: str | None = None  # overrides the pattern's template
-    verbalizer: dict[str, list[str]] | None = None  # overrides the pattern's verbalizer
-    verbalizer_reduce: str = "mean"  # how a label's several words combine: mean | max | logsumexp
-    calibration: str = "none"  # none | contextual (Zhao et al. 2021), applied when evaluating
+    # Overrides the pattern's verbalizer: {label: [words]}, or auto (LM-BFF's search). Typed Any, checked in
+    # check(): OmegaConf 2.3 cannot merge a mapping from the command line into a typed dict field set to null.
+    verbalizer: Any = None
+    auto_candidates: int = bounded(100, ge=1)  # verbalizer=auto: whole-word candidates per class
+    auto_assignments: int = bounded(100, ge=1)  # verbalizer=auto: assignments kept by train accuracy, re-ranked on dev
+    verbalizer_reduce: Reduce = Reduce.mean  # how a label's several words combine
+    calibration: Calibration = Calibration.none  # contextual: verbalizer heads only
+    calibrate_dev: bool = False  # also calibrate dev evaluations, and so the choice of the best checkpoint
     freeze_backbone: bool = False
-    lr: float | None = None  # backbone and head learning rate; null: trainer.lr
-    prompt_lr: float | None = None  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
+    lr: float | None = bounded(None, ge=0)  # backbone and head learning rate; null: trainer.lr
+    prompt_lr: float | None = bounded(None, ge=0)  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
+    head_lr: float | None = bounded(None, ge=0)  # a linear/classification head's own learning rate; null: lr
+
+    def check(self) -> None:
+        if self.verbalizer is not None and self.verbalizer != AUTO and not is_word_lists(self.verbalizer):
+            raise Invalid("verbalizer", self.verbalizer, "null, auto or {label: [word, ...]} with non-empty words")
+        if self.calibration == Calibration.contextual and self.head != Head.verbalizer:
+            raise Invalid(
+                "calibration", self.calibration, "none with this head (contextual needs head=verbalizer's label words)"
+            )
+
+
+def is_word_lists(value: Any) -> bool:
+    """{label: [word, ...]} with one or more non-empty words per label."""
+    return isinstance(value, dict) and all(
+        isinstance(words, list) and words and all(isinstance(w, str) and w.strip() for w in words)
+        for words in value.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -45,6 +90,13 @@ class Task:
     labels: list[str]
     patterns: list[dict[str, Any]]
     has_text_b: bool
+    language: str = "en"
+    seed: int = 13  # the run's seed: demonstrations and other draws from the training split use it
+
+    @property
+    def unspaced(self) -> bool:
+        """Chinese and Japanese: words are not separated by spaces."""
+        return self.language in ("zh", "ja")
 
     def plain_template(self) -> str:
         return "{text_a}{sep} {text_b}" if self.has_text_b else "{text_a}"
@@ -61,24 +113,45 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     soft_tokens_allowed: ClassVar[bool] = False
     distill_temperature: float = 1.0  # the temperature of the soft labels it is distilled on, if any
+    trains: ClassVar[bool] = True  # False: the gradient loop is skipped (0 steps)
+    uses_backbone: ClassVar[bool] = True  # False: built with backbone=None, the model is never loaded
 
-    def __init__(self, cfg: MethodConfig, backbone: Backbone, task: Task, max_length: int):
+    def __init__(self, cfg: MethodConfig, backbone: Backbone | None, task: Task, max_length: int):
         super().__init__()
-        if cfg.calibration not in CALIBRATIONS:
-            raise UserError(f"method.calibration={cfg.calibration!r} is unknown; use one of {list(CALIBRATIONS)}")
         self.cfg = cfg
         self.backbone = backbone
         self.task = task
         self.max_length = max_length
-        self.template = self._checked_template(self.template_source())
-        self.head = self._build_head()
-        if cfg.freeze_backbone:
-            backbone.freeze()
+        self.restored = False  # True once a checkpoint is loaded: fit_examples keeps what it holds
+        if backbone is not None:
+            self.template = self._checked_template(self.template_source())
+            self.head = self._build_head()
+            if cfg.freeze_backbone:
+                backbone.freeze()
         self.setup()
 
     # --- what subclasses override -------------------------------------------------------------
     def setup(self) -> None:
         """Create the method's own parameters (soft prompts, encoders)."""
+
+    def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
+        """Receive the training examples before training or evaluation (demonstrations, closed-form fits).
+        Called again on a restored method (`self.restored`), which keeps what its checkpoint gave it.
+        Overrides call super() first: here verbalizer=auto searches its label words."""
+        if self.cfg.verbalizer == AUTO and not self.restored:
+            self._search_label_words(train, dev)
+
+    def fitted_json(self) -> dict[str, Any]:
+        """What fit_examples learnt that is not a tensor (saved as checkpoint/fitted.json)."""
+        return dict(self.label_search) if self.cfg.verbalizer == AUTO else {}
+
+    def load_fitted_json(self, fitted: dict[str, Any]) -> None:
+        """Restore what fitted_json saved."""
+        if self.cfg.verbalizer == AUTO:
+            if not isinstance(fitted.get("label_words"), dict):
+                raise UserError("the run has no searched label words (checkpoint/fitted.json); retrain it")
+            self.label_search = fitted
+            self.head = self._verbalizer_head(fitted["label_words"])
 
     def template_source(self) -> str:
         if self.cfg.template is not None:
@@ -95,9 +168,29 @@ class Method(nn.Module):
         """Parameters trained at trainer.prompt_lr (soft prompts and their encoders)."""
         return []
 
+    def demonstrations(self, examples: list[Example]) -> list[list[Example]] | None:
+        """The training examples put in each example's context, as the pattern filled with their label word;
+        None: no demonstrations."""
+        return None
+
+    def demonstrations_after_query(self) -> bool:
+        """LM-BFF appends demonstrations after the query on masked LMs; a causal LM reads them before it."""
+        return not self.backbone.cut_at_mask
+
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.hidden_states, batch)
+        with self.backbone.segment_ids(batch.get("token_type_ids")):
+            return self.head(self.hidden_states, batch)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.backbone.tokenizer.pad_token_id
+
+    def restore(self, state: dict[str, torch.Tensor], fitted: dict[str, Any]) -> None:
+        """Load a training run's checkpoint: its tensors and what fit_examples learnt."""
+        self.load_fitted_json(fitted)
+        self.load_trainable_state(state)
+        self.restored = True
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the training loop minimises: cross-entropy on the labels, or the distillation loss on soft
@@ -109,7 +202,7 @@ class Method(nn.Module):
 
     def pattern(self) -> dict[str, Any]:
         patterns = self.task.patterns
-        if not 0 <= self.cfg.pattern_id < len(patterns):
+        if self.cfg.pattern_id >= len(patterns):
             raise UserError(
                 f"method.pattern_id={self.cfg.pattern_id} but dataset {self.task.name} has {len(patterns)} "
                 f"patterns; use 0..{len(patterns) - 1}"
@@ -119,11 +212,27 @@ class Method(nn.Module):
     def encode(self, examples: list[Example]) -> list[EncodedExample]:
         mask_tokens = self.head.verbalizer.max_tokens if isinstance(self.head, VerbalizerHead) else 1
         family, tokenizer = type(self.backbone), self.backbone.tokenizer
-        return TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens).encode(examples)
+        encoder = TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens)
+        demonstrations = self.demonstrations(examples)
+        if demonstrations is None:
+            return encoder.encode(examples)
+        words, separator = self.head.verbalizer.first_words(), self._demonstration_separator()
+        return DemonstrationEncoder(encoder, words, separator, self.demonstrations_after_query()).encode(
+            examples, demonstrations
+        )
 
-    def content_free_example(self) -> Example:
-        """The input of contextual calibration: `N/A` in every text slot."""
-        return Example("content-free", "N/A", 0, "N/A" if self.task.has_text_b else None)
+    def _demonstration_separator(self) -> list[int]:
+        tokenizer = self.backbone.tokenizer
+        if not self.backbone.cut_at_mask and tokenizer.sep_token_id is not None:
+            return [tokenizer.sep_token_id]
+        return tokenizer("\n", add_special_tokens=False)["input_ids"]
+
+    def content_free_examples(self) -> list[Example]:
+        """The inputs of contextual calibration (Zhao et al. 2021): "N/A", "" and the mask token, in every
+        text slot (a tokenizer without a mask token gets the literal "[MASK]", as Zhao et al. gave GPT-3)."""
+        mask = self.backbone.tokenizer.mask_token or "[MASK]"
+        texts = ["N/A", "", mask]
+        return [Example(f"content-free-{i}", t, 0, t if self.task.has_text_b else None) for i, t in enumerate(texts)]
 
     def _checked_template(self, source: str) -> Template:
         template = parse_template(source)
@@ -141,9 +250,14 @@ class Method(nn.Module):
     def _build_head(self) -> nn.Module:
         if self.cfg.head == "linear":
             return LinearHead(self.backbone, len(self.task.labels))
-        if self.cfg.head != "verbalizer":
-            raise UserError(f"method.head={self.cfg.head!r} is unknown; use verbalizer or linear")
+        if self.cfg.head == "classification":
+            return ClassificationHead(self.backbone, len(self.task.labels))
         words = self.cfg.verbalizer or self.pattern()["verbalizer"]
+        if words == AUTO:
+            words = self.pattern()["verbalizer"]  # until fit_examples has searched
+        return self._verbalizer_head(words)
+
+    def _verbalizer_head(self, words: dict[str, list[str]]) -> VerbalizerHead:
         verbalizer = Verbalizer(
             {k: list(v) for k, v in words.items()},
             self.task.labels,
@@ -153,12 +267,69 @@ class Method(nn.Module):
         )
         return VerbalizerHead(self.backbone, verbalizer)
 
+    def _search_label_words(self, train: list[Example], dev: list[Example]) -> None:
+        if isinstance(self.backbone, EncoderDecoder):
+            raise UserError(
+                "method.verbalizer=auto scores words at the mask of masked and causal LMs, not T5's decoder; "
+                "give T5 its words"
+            )
+        tokenizer, space = self.backbone.tokenizer, self.template.space_before_mask
+        train_lp, dev_lp = self._mask_log_probs(train), self._mask_log_probs(dev)
+        train_labels, dev_labels = torch.tensor([e.label for e in train]), torch.tensor([e.label for e in dev])
+        n_labels, k = len(self.task.labels), self.cfg.auto_candidates
+        per_class = label_search.candidates(train_lp, train_labels, n_labels, tokenizer, space, k, self.task.unspaced)
+        ranked = label_search.search(train_lp, train_labels, dev_lp, dev_labels, per_class, self.cfg.auto_assignments)
+
+        def words(assignment) -> dict[str, list[str]]:
+            texts = tokenizer.batch_decode([[t] for t in assignment.token_ids])
+            return {label: [text.strip()] for label, text in zip(self.task.labels, texts, strict=True)}
+
+        top = [
+            {"label_words": words(a), "train_accuracy": a.train_accuracy, "dev_accuracy": a.dev_accuracy}
+            for a in ranked[:10]
+        ]
+        self.label_search = {
+            **top[0],
+            "candidates": [tokenizer.batch_decode([[t] for t in c]) for c in per_class],
+            "top": top,
+        }
+        self.head = self._verbalizer_head(top[0]["label_words"])
+        log.info(
+            "label words found: %s (train %.3f, dev %.3f)",
+            top[0]["label_words"],
+            top[0]["train_accuracy"],
+            top[0]["dev_accuracy"],
+        )
+
+    @torch.no_grad()
+    def _mask_log_probs(self, examples: list[Example]) -> torch.Tensor:
+        """The vocabulary's log-probabilities at the mask of every example through the template, [N, V]."""
+        encoder = TemplateEncoder(self.template, self.backbone.tokenizer, type(self.backbone), self.max_length)
+        encoded = encoder.encode(examples)
+        device, was_training = self.backbone.embeddings.weight.device, self.training
+        self.eval()
+        out = []
+        for start in range(0, len(encoded), SEARCH_BATCH):
+            batch = {
+                k: v.to(device) for k, v in collate(encoded[start : start + SEARCH_BATCH], self.pad_token_id).items()
+            }
+            hidden = self.hidden_states(batch["input_ids"], batch["attention_mask"], batch["soft_positions"])
+            out.append(self.backbone.lm_log_probs(pick(hidden, batch["mask_positions"][:, :1]))[:, 0].cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, len(self.backbone.tokenizer))
+
     def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
-        prompt_ids = {id(p) for p in self.prompt_parameters()}
+        """Backbone (and head) at method.lr or trainer.lr; prompts at method.prompt_lr or trainer.prompt_lr; the
+        head at method.head_lr where set."""
         prompt = [p for p in self.prompt_parameters() if p.requires_grad]
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in prompt_ids]
-        groups = [{"params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay}]
-        groups.append({"params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0})
+        head = [p for p in self.head.parameters() if p.requires_grad] if self.cfg.head_lr else []
+        apart = {id(p) for p in prompt + head}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
+        groups = [
+            {"name": "model", "params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay},
+            {"name": "head", "params": head, "lr": self.cfg.head_lr, "weight_decay": weight_decay},
+            {"name": "prompt", "params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0},
+        ]
         return [g for g in groups if g["params"]]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -179,7 +350,7 @@ class Method(nn.Module):
     def parameter_counts(self) -> dict[str, float]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
-        return {"trainable": trainable, "total": total, "ratio": trainable / total}
+        return {"trainable": trainable, "total": total, "ratio": trainable / total if total else 0.0}
 
 
 class SoftPromptMethod(Method):

@@ -1,14 +1,19 @@
-"""Fine-tuning: a new linear head on the first (encoder) or last (causal LM) token; the whole model trains."""
+"""Fine-tuning, LM-BFF's baseline: the whole model trains with the head transformers' AutoModelForSequenceClassification
+puts on it (`head=classification`, Backbone.sequence_classifier): dense + tanh (the model's own pooler where the
+loaded model has one, as BERT; a new one as RoBERTa's) then a linear layer on the first token of an encoder, a plain
+linear `score` on the last non-pad token of a causal LM. Sentence pairs get segment ids where the model has them
+(BERT). The new head may train at its own learning rate (`head_lr`). `head=linear` is the former dropout + linear
+layer on the raw token state."""
 
 from dataclasses import dataclass
 
 from prompttune.methods import register
-from prompttune.methods.base import Method, MethodConfig
+from prompttune.methods.base import Head, Method, MethodConfig
 
 
 @dataclass
 class FinetuneConfig(MethodConfig):
-    head: str = "linear"
+    head: Head = Head.classification
 
 
 @register("finetune")

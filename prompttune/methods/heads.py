@@ -22,6 +22,20 @@ class LinearHead(nn.Module):
         return self.classifier(self.dropout(self.pool(hidden, batch["attention_mask"]).float()))
 
 
+class ClassificationHead(nn.Module):
+    """The head of transformers' AutoModelForSequenceClassification for the family (Backbone.sequence_classifier)
+    on its pooled vector: pooler or dense + tanh then a linear layer for encoders, a linear `score` for causal LMs."""
+
+    def __init__(self, backbone: Backbone, num_labels: int):
+        super().__init__()
+        self.pool = backbone.pool
+        self.classifier = backbone.sequence_classifier(num_labels)
+
+    def forward(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = hidden_fn(batch["input_ids"], batch["attention_mask"], batch["soft_positions"])
+        return self.classifier(self.pool(hidden, batch["attention_mask"]))
+
+
 class VerbalizerHead(nn.Module):
     """Class logits from the label words' scores, combined per label by the verbalizer."""
 

@@ -14,72 +14,103 @@ span-corruption objective is not implemented: on T5, PET trains without the auxi
 
 `mode: ensemble` / `ipet` (one model per pattern, their dev-weighted ensemble soft-labelling the unlabeled pool, and a
 final classifier distilled on it) is orchestrated by `prompttune/ensemble.py` around single runs of this method.
+
+With `demonstrations: true` (LM-BFF, Gao et al. 2021) each example's context also holds one training example
+of each label, written as the pattern filled with its label word and drawn for that example from the train
+split (never the example itself), in label order: after the query on masked LMs as in LM-BFF, before it on
+causal LMs, whose query must end at the mask. Deviations from LM-BFF: the draw is made once per example (by
+the seed and the example's id) rather than afresh each epoch, and inference uses one draw, not an ensemble
+over 16.
 """
 
 import logging
+import random
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
+from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import Method, MethodConfig
+from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.prompts.demonstrations import by_label, draw_per_label
 from prompttune.prompts.encoding import EncodedExample, collate
+from prompttune.schema import Invalid, bounded
 
-MODES = ("single", "ensemble", "ipet")
-ENSEMBLE_WEIGHTS = ("dev", "train_before", "uniform")
-DISTILL_INTO = ("finetune", "pet")
 log = logging.getLogger(__name__)
+
+
+class Mode(StrEnum):
+    single = "single"
+    ensemble = "ensemble"  # one model per pattern, their ensemble soft-labels the unlabeled pool, distillation
+    ipet = "ipet"  # iterative PET: generations of ensembles, then distillation
+
+
+class EnsembleWeights(StrEnum):
+    dev = "dev"  # dev accuracy
+    train_before = "train_before"  # PET's code: train accuracy before training
+    uniform = "uniform"
+
+
+class DistillInto(StrEnum):
+    finetune = "finetune"  # a sequence classifier, as PET
+    pet = "pet"  # pattern_id's PET model
 
 
 @dataclass
 class PetConfig(MethodConfig):
-    head: str = "verbalizer"
-    lm_weight: float = 1.0e-4  # PET's α: weight of the auxiliary LM loss on unlabeled text; 0 turns it off
-    unlabeled_size: int = 1000  # unlabeled texts drawn by seed from the training pool outside the few-shot split
-    mode: str = "single"  # single | ensemble (one model per pattern, ensemble, distillation) | ipet
+    head: Head = Head.verbalizer
+    demonstrations: bool = False  # LM-BFF: one training example of each label in every example's context
+    # PET's α: weight of the auxiliary LM loss on unlabeled text; 0 turns it off (no unlabeled text is encoded)
+    lm_weight: float = bounded(1.0e-4, ge=0)
+    unlabeled_size: int = bounded(1000, ge=0)  # unlabeled texts drawn by seed from the pool outside the split
+    mode: Mode = Mode.single
     ensemble_patterns: list[int] | None = None  # ensemble: which patterns; null: all of the dataset's
-    ensemble_weights: str = "dev"  # dev (accuracy) | train_before (PET's code) | uniform
-    temperature: float = 2.0  # of the soft labels and the distillation loss (PET's default)
-    distill_into: str = "finetune"  # the final model: finetune (a sequence classifier, as PET) | pet
-    distill_steps: int | None = None  # null: trainer.max_steps
-    distill_lr: float | None = None  # null: trainer.lr
-    ipet_generations: int = 3  # ipet: generations in all, the first being the plain ensemble
-    ipet_scale: float = 5.0  # ipet: the training set grows by this factor per generation
-    ipet_share: float = 0.25  # ipet: share of the other models that label a model's new examples
+    ensemble_weights: EnsembleWeights = EnsembleWeights.dev
+    temperature: float = bounded(2.0, gt=0)  # of the soft labels and the distillation loss (PET's default)
+    distill_into: DistillInto = DistillInto.finetune  # the final model
+    distill_steps: int | None = bounded(None, ge=1)  # null: trainer.max_steps
+    distill_lr: float | None = bounded(None, ge=0)  # null: trainer.lr
+    ipet_generations: int = bounded(3, ge=1)  # ipet: generations in all, the first being the plain ensemble
+    ipet_scale: float = bounded(5.0, ge=1)  # ipet: the training set grows by this factor per generation
+    ipet_share: float = bounded(0.25, gt=0, le=1)  # ipet: share of the other models that label a model's new examples
 
-    def __post_init__(self) -> None:
-        check_pet_config(self)
-
-
-def check_pet_config(cfg: PetConfig) -> None:
-    """Runs when the config is validated, so a bad value stops a sweep before any job starts."""
-    choices = {"mode": MODES, "ensemble_weights": ENSEMBLE_WEIGHTS, "distill_into": DISTILL_INTO}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"method.{key}={getattr(cfg, key)!r} is unknown; use one of {list(allowed)}")
-    if not 0 <= cfg.lm_weight < 1:
-        raise UserError(f"method.lm_weight={cfg.lm_weight} must be in [0, 1); PET uses 1e-4, 0 turns it off")
-    if cfg.unlabeled_size < 0 or cfg.temperature <= 0:
-        raise UserError("method.unlabeled_size must be >= 0 and method.temperature > 0")
-    if cfg.ipet_generations < 1 or cfg.ipet_scale < 1 or not 0 < cfg.ipet_share <= 1:
-        raise UserError("method.ipet_generations and ipet_scale must be >= 1 and ipet_share in (0, 1]")
-    if cfg.distill_steps is not None and cfg.distill_steps < 1:
-        raise UserError(f"method.distill_steps={cfg.distill_steps} must be at least 1 (or null)")
+    def check(self) -> None:
+        super().check()
+        if self.freeze_backbone and self.head != Head.verbalizer:
+            raise Invalid("head", self.head, "verbalizer with freeze_backbone=true (the linear head is finetune's)")
+        if self.demonstrations and self.head != Head.verbalizer:
+            raise Invalid("head", self.head, "verbalizer with demonstrations=true (they are written with label words)")
+        if self.lm_weight >= 1:
+            raise Invalid("lm_weight", self.lm_weight, "a number in [0, 1); PET uses 1e-4, 0 turns it off")
+        if self.ensemble_patterns is not None and (
+            not self.ensemble_patterns or any(p < 0 for p in self.ensemble_patterns)
+        ):
+            raise Invalid("ensemble_patterns", self.ensemble_patterns, "null or a non-empty list of pattern ids >= 0")
 
 
 @register("pet")
 class Pet(Method):
     config_class = PetConfig
 
+    def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
+        super().fit_examples(train, dev)
+        self.demonstration_pool = by_label(train, len(self.task.labels))
+
+    def demonstrations(self, examples: list[Example]) -> list[list[Example]] | None:
+        if not self.cfg.demonstrations:
+            return None
+        seed = self.task.seed
+        return [draw_per_label(self.demonstration_pool, 1, random.Random(f"{seed}:{e.guid}"), e.guid) for e in examples]
+
     def setup(self) -> None:
+        self.demonstration_pool: list[list[Example]] = [[] for _ in self.task.labels]
         self._unlabeled: list[EncodedExample] = []
         if self.cfg.freeze_backbone:
             self._train_only_lm_head()
 
     def _train_only_lm_head(self) -> None:
-        if self.cfg.head != "verbalizer":
-            raise UserError("method=pet with freeze_backbone=true needs head=verbalizer; the linear head is finetune's")
         embedding = self.backbone.embeddings.weight
         own = [p for p in self.backbone.lm_head.parameters() if p is not embedding]
         if not own:

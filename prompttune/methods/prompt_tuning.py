@@ -1,23 +1,33 @@
 """Prompt Tuning (Lester et al. 2021): a few trainable input embeddings; the model stays frozen."""
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
 
-from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.base import MethodConfig, SoftPromptMethod
+from prompttune.schema import Invalid, bounded
 
-INITS = ("vocab", "random", "text")
+
+class PromptInit(StrEnum):
+    vocab = "vocab"  # embeddings of sampled vocabulary tokens
+    random = "random"  # uniform in [-0.5, 0.5]
+    text = "text"  # embeddings of init_text's tokens, repeated
 
 
 @dataclass
 class PromptTuningConfig(MethodConfig):
     freeze_backbone: bool = True
-    n_tokens: int = 20  # prepended as {soft:n_tokens} unless the template places its own {soft} slots
-    init: str = "vocab"  # vocab: embeddings of sampled vocabulary tokens | random | text: of init_text
+    n_tokens: int = bounded(20, ge=1)  # prepended as {soft:n_tokens} unless the template places its own {soft}
+    init: PromptInit = PromptInit.vocab
     init_text: str | None = None
+
+    def check(self) -> None:
+        super().check()
+        if self.init == PromptInit.text and not (self.init_text or "").strip():
+            raise Invalid("init_text", self.init_text, "some text when method.init=text, e.g. 'Is it positive?'")
 
 
 def soft_prefixed(template: str, n_tokens: int) -> str:
@@ -40,14 +50,8 @@ class PromptTuning(SoftPromptMethod):
             return torch.empty(n, table.shape[1]).uniform_(-0.5, 0.5)
         if self.cfg.init == "vocab":
             return table[torch.randint(0, min(5000, table.shape[0]), (n,))].clone().float()
-        if self.cfg.init == "text":
-            if not self.cfg.init_text:
-                raise UserError(
-                    "method.init=text needs method.init_text, e.g. method.init_text='Is this review positive?'"
-                )
-            ids = self.backbone.tokenizer(self.cfg.init_text, add_special_tokens=False)["input_ids"]
-            return table[torch.tensor(ids).repeat(n // len(ids) + 1)[:n]].clone().float()
-        raise UserError(f"method.init={self.cfg.init!r} is unknown; use one of {list(INITS)}")
+        ids = self.backbone.tokenizer(self.cfg.init_text, add_special_tokens=False)["input_ids"]
+        return table[torch.tensor(ids).repeat(n // len(ids) + 1)[:n]].clone().float()
 
     def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
         return self.backbone.hidden_states(input_ids, attention_mask, soft_positions, self.soft_embeddings)

@@ -3,21 +3,27 @@
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
 
-from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.base import MethodConfig, SoftPromptMethod
+from prompttune.schema import bounded
+
+
+class Encoder(StrEnum):
+    lstm = "lstm"  # a bidirectional LSTM, then a two-layer MLP
+    mlp = "mlp"  # the MLP alone
 
 
 @dataclass
 class PTuningV1Config(MethodConfig):
     freeze_backbone: bool = True
-    n_tokens: int = 3  # soft tokens at each anchor: before the input and after each text slot
-    encoder: str = "lstm"  # lstm (LSTM + MLP) | mlp
-    encoder_hidden: int | None = None  # null: the model's hidden size
+    n_tokens: int = bounded(3, ge=1)  # soft tokens at each anchor: before the input and after each text slot
+    encoder: Encoder = Encoder.lstm
+    encoder_hidden: int | None = bounded(None, ge=2)  # null: the model's hidden size
 
 
 def soft_among_anchors(template: str, n_tokens: int) -> str:
@@ -28,13 +34,13 @@ def soft_among_anchors(template: str, n_tokens: int) -> str:
 
 
 class PromptEncoder(nn.Module):
-    def __init__(self, n_tokens: int, hidden: int, inner: int, kind: str):
+    def __init__(self, n_tokens: int, hidden: int, inner: int, kind: Encoder):
         super().__init__()
-        if kind not in ("lstm", "mlp"):
-            raise UserError(f"method.encoder={kind!r} is unknown; use lstm or mlp")
         self.embedding = nn.Embedding(n_tokens, hidden)
         self.lstm = (
-            nn.LSTM(hidden, inner // 2, num_layers=2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+            nn.LSTM(hidden, inner // 2, num_layers=2, bidirectional=True, batch_first=True)
+            if kind == Encoder.lstm
+            else None
         )
         width = inner if self.lstm is not None else hidden
         self.mlp = nn.Sequential(nn.Linear(width, inner), nn.ReLU(), nn.Linear(inner, hidden))

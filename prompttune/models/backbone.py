@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
+from prompttune.models.prefix import ATTENTION, prefixes_from
 
 # A method's way of running the backbone: (input_ids, attention_mask, soft_positions) -> hidden [B, L, H]
 HiddenFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,6 +58,8 @@ class Backbone(nn.Module):
         self.embeddings = model.get_input_embeddings()
         self.hidden_size = model.config.hidden_size
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
+        self._attention_sites: list[nn.Module] | None = None  # the attention modules, in the order they run
+        self._segment_ids: torch.Tensor | None = None  # the current batch's token_type_ids (see segment_ids)
 
     # --- template layout (class-level: encoding needs no model) ---------------------------------
 
@@ -87,13 +90,49 @@ class Backbone(nn.Module):
         return self.run_embedded(embeds, attention_mask)
 
     def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        extra = {}
+        if self._segment_ids is not None and self._segment_ids.shape == embeds.shape[:2]:
+            extra["token_type_ids"] = self._segment_ids
+        return self.body(inputs_embeds=embeds, attention_mask=attention_mask, **extra).last_hidden_state
+
+    @contextmanager
+    def segment_ids(self, token_type_ids: torch.Tensor | None):
+        """While active, the model gets these segment ids (sentence pairs), if it was trained with segments
+        (BERT: type_vocab_size 2; RoBERTa has 1, causal LMs none)."""
+        uses_segments = getattr(self.model.config, "type_vocab_size", 1) > 1
+        self._segment_ids = token_type_ids if uses_segments else None
+        try:
+            yield
+        finally:
+            self._segment_ids = None
 
     # --- heads ----------------------------------------------------------------------------------
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One vector per sequence for a linear head ([B, L, H] -> [B, H]): the first token by default."""
         return hidden[:, 0]
+
+    def sequence_classifier(self, num_labels: int) -> nn.Module:
+        """The head AutoModelForSequenceClassification gives an encoder, on the pooled vector ([B, H] -> [B, labels]):
+        the model's own pooler (dense + tanh, BERT) where the loaded model has one, else a new dense + tanh
+        (RoBERTa's classification head; masked-LM checkpoints load without their pooler), then dropout and a
+        linear classifier."""
+        config, hidden = self.model.config, self.hidden_size
+        dropout = getattr(config, "classifier_dropout", None) or getattr(config, "hidden_dropout_prob", 0.1)
+        pooler = getattr(self.body, "pooler", None)
+        if pooler is not None and hasattr(pooler, "dense"):
+            transform = nn.Sequential(pooler.dense, pooler.activation)
+        else:
+            transform = nn.Sequential(nn.Dropout(dropout), self._new_linear(hidden, hidden), nn.Tanh())
+        return nn.Sequential(transform, nn.Dropout(dropout), self._new_linear(hidden, num_labels))
+
+    def _new_linear(self, width_in: int, width_out: int, bias: bool = True) -> nn.Linear:
+        """A new layer initialised as transformers initialises heads: normal(0, initializer_range), zero bias."""
+        layer = nn.Linear(width_in, width_out, bias=bias)
+        nn.init.normal_(layer.weight, std=getattr(self.model.config, "initializer_range", 0.02))
+        if bias:
+            nn.init.zeros_(layer.bias)
+        return layer
 
     def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
         """Scores [N, W] of every label word: the summed log-probabilities of its tokens at the mask positions;
@@ -200,6 +239,52 @@ class Backbone(nn.Module):
         with self.layer_inputs_rewritten(record):
             self.hidden_states(input_ids[None], torch.ones_like(input_ids)[None])
         return torch.stack(captured)
+
+    def attention_sites(self) -> list[nn.Module]:
+        """The modules that call the attention function in one forward, in call order (one per layer for an
+        encoder or decoder; a T5 decoder layer has two), found by running the model once."""
+        if self._attention_sites is None:
+            self._attention_sites = [module for module, _, _ in self._record_attention(self._probe_ids())]
+        return self._attention_sites
+
+    def key_values(self, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values each attention site computes for input_ids [B, L], as [B, kv_heads, L, head_dim]."""
+        return [(key, value) for _, key, value in self._record_attention(input_ids)]
+
+    @contextmanager
+    def key_value_prefixes(self, prefix_of: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+        """While active, attention site i attends to prefix_of(i) = (keys, values) [B or 1, kv_heads, P, head_dim]
+        before the text (see models/prefix.py)."""
+        index = {id(module): i for i, module in enumerate(self.attention_sites())}
+        self._use_prefix_attention()
+
+        def prefix_fn(module, _keys, _values):
+            return prefix_of(index[id(module)]) if id(module) in index else None
+
+        with prefixes_from(prefix_fn):
+            yield
+
+    @torch.no_grad()
+    def _record_attention(self, input_ids: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        seen: dict[int, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
+
+        def record(module, keys, values):
+            seen.setdefault(id(module), (module, keys, values))
+
+        self._use_prefix_attention()
+        with prefixes_from(record):
+            self.hidden_states(input_ids, torch.ones_like(input_ids))
+        if not seen:
+            raise UserError(f"model {self.name} does not run its attention through transformers' attention interface")
+        return list(seen.values())
+
+    def _probe_ids(self) -> torch.Tensor:
+        return torch.ones(1, 2, dtype=torch.long, device=self.embeddings.weight.device)
+
+    def _use_prefix_attention(self) -> None:
+        """Route attention through prefix.ATTENTION: SDPA as before while no prefix is active."""
+        if self.model.config._attn_implementation != ATTENTION:
+            self.model.set_attn_implementation(ATTENTION)
 
     def freeze(self) -> None:
         for param in self.parameters():

@@ -71,6 +71,11 @@ class CausalLM(Backbone):
         hidden = hidden_fn(ids, attention, batch["soft_positions"])[:, :-1][predicted]
         return F.nll_loss(self.lm_log_probs(hidden), ids[:, 1:][predicted])
 
+    def sequence_classifier(self, num_labels: int) -> nn.Module:
+        """As LlamaForSequenceClassification and GPT2ForSequenceClassification: a plain linear `score`, no bias,
+        on the last non-pad token."""
+        return self._new_linear(self.hidden_size, num_labels, bias=False)
+
     def word_scores(self, hidden_fn: HiddenFn, batch: dict[str, torch.Tensor], verbalizer) -> torch.Tensor:
         if verbalizer.max_tokens == 1:
             return super().word_scores(hidden_fn, batch, verbalizer)

@@ -30,10 +30,7 @@ Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, type[Backbone]]
 
 
 def load_backbone(model_cfg: DictConfig) -> Backbone:
-    loader = _SOURCES.get(model_cfg.source)
-    if loader is None:
-        raise UserError(f"model.source={model_cfg.source!r} is unknown; use one of {sorted(_SOURCES)}")
-    model, tokenizer, family = loader(model_cfg)
+    model, tokenizer, family = _SOURCES[model_cfg.source](model_cfg)
     if tokenizer.pad_token is None:
         # Causal LMs often ship without a pad token; padding is masked out, so any known token serves.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

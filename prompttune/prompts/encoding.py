@@ -18,6 +18,7 @@ class EncodedExample:
     soft_positions: list[int]
     label: int
     soft_label: tuple[float, ...] | None = None  # a teacher's class distribution, for distillation
+    second_segment: int | None = None  # where the text after the first {sep} starts (segment ids for pairs)
 
 
 class TemplateEncoder:
@@ -38,7 +39,8 @@ class TemplateEncoder:
         self._mask_ids = family.mask_ids(tokenizer, mask_tokens) if template.has_mask and not self.cut_at_mask else []
         self._segments = self._segments_to_encode()
         self._prefix, self._suffix = self._special_tokens()
-        self._literal_ids = {s.value: self._tokenize([s.value])[0] for s in self._segments if s.kind == "literal"}
+        literals = [s.value for s in template.segments if s.kind == "literal"]
+        self._literal_ids = dict(zip(literals, self._tokenize(literals), strict=True))
         self._check_fixed_length()
 
     def _segments_to_encode(self):
@@ -90,6 +92,41 @@ class TemplateEncoder:
             encoded.append(self._assemble(texts, budget, example.label))
         return encoded
 
+    @property
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        """The special tokens before and after every encoded example."""
+        return self._prefix, self._suffix
+
+    def tokenize_texts(self, examples: list[Example]) -> list[dict[str, list[int]]]:
+        """Each example's text slots as token ids, in one tokenizer call per slot."""
+        slot_ids = {name: self._tokenize_slot(examples, name) for name in self.template.text_slots}
+        return [{name: ids[i] for name, ids in slot_ids.items()} for i in range(len(examples))]
+
+    def filled_length(self, word: list[int]) -> int:
+        """Tokens of the whole pattern filled with a label word, texts excluded."""
+        length = len(word)
+        for seg in self.template.segments:
+            if seg.kind == "literal":
+                length += len(self._literal_ids[seg.value])
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                length += 1
+        return length
+
+    def fill(self, texts: dict[str, list[int]], word: list[int], kept: dict[str, int]) -> list[int]:
+        """A demonstration: the whole pattern (also after the mask) with the label word's tokens at the mask,
+        texts cut to `kept` tokens, no special tokens and no soft tokens."""
+        ids: list[int] = []
+        for seg in self.template.segments:
+            if seg.kind == "literal":
+                ids += self._literal_ids[seg.value]
+            elif seg.kind == "text":
+                ids += texts[seg.value][: kept[seg.value]]
+            elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
+                ids.append(self.tokenizer.sep_token_id)
+            elif seg.kind == "mask":
+                ids += word
+        return ids
+
     def _tokenize_slot(self, examples: list[Example], name: str) -> list[list[int]]:
         space = any(s.space_before for s in self._segments if s.kind == "text" and s.value == name)
         texts = [getattr(e, name) for e in examples]
@@ -103,6 +140,7 @@ class TemplateEncoder:
         ids = list(self._prefix)
         mask_positions: list[int] = []
         soft_positions: list[int] = []
+        second_segment = None
         for seg in self._segments:
             if seg.kind == "literal":
                 ids += self._literal_ids[seg.value]
@@ -113,10 +151,11 @@ class TemplateEncoder:
                 ids += [self._soft_placeholder] * seg.count
             elif seg.kind == "sep" and self.tokenizer.sep_token_id is not None:
                 ids.append(self.tokenizer.sep_token_id)
+                second_segment = len(ids) if second_segment is None else second_segment
             elif seg.kind == "mask":
                 ids, mask_positions = self._place_mask(ids)
         ids += self._suffix
-        return EncodedExample(ids, mask_positions, soft_positions, label)
+        return EncodedExample(ids, mask_positions, soft_positions, label, second_segment)
 
     def _place_mask(self, ids: list[int]) -> tuple[list[int], list[int]]:
         if self.cut_at_mask:
@@ -134,7 +173,8 @@ class TemplateEncoder:
 
 
 def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch into tensors; positions index into the padded rows."""
+    """Right-pad a batch into tensors; positions index into the padded rows. Pairs also get segment ids
+    (`token_type_ids`: 1 from the text after the first separator on, 0 elsewhere and on padding)."""
     width = max(len(e.input_ids) for e in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -150,4 +190,7 @@ def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
     }
     if batch[0].soft_label is not None:
         tensors["soft_labels"] = torch.tensor([e.soft_label for e in batch], dtype=torch.float)
+    if any(e.second_segment is not None for e in batch):
+        starts = torch.tensor([width if e.second_segment is None else e.second_segment for e in batch])
+        tensors["token_type_ids"] = (torch.arange(width)[None] >= starts[:, None]).long() * attention_mask
     return tensors

@@ -1,11 +1,19 @@
 """Verbalizers: each label maps to words; a word's score is the log-probability of all its tokens."""
 
+from enum import StrEnum
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
 
-REDUCTIONS = ("mean", "max", "logsumexp")
+
+class Reduce(StrEnum):
+    """How a label's several words combine into its score."""
+
+    mean = "mean"
+    max = "max"
+    logsumexp = "logsumexp"
 
 
 class Verbalizer:
@@ -21,24 +29,19 @@ class Verbalizer:
         labels: list[str],
         tokenizer: PreTrainedTokenizerBase,
         space_before: bool,
-        reduce: str = "mean",
+        reduce: Reduce = Reduce.mean,
     ):
         if set(label_words) != set(labels):
             raise UserError(
                 f"verbalizer labels {sorted(label_words)} differ from the dataset's labels {sorted(labels)}; "
                 "give words for exactly these labels"
             )
-        if reduce not in REDUCTIONS:
-            raise UserError(f"verbalizer reduce={reduce!r} is unknown; use one of {list(REDUCTIONS)}")
         self.labels = labels
-        self.reduce = reduce
+        self.reduce = Reduce(reduce)
         self.words: list[str] = []
         token_lists, word_labels = [], []
         for index, label in enumerate(labels):
-            words = list(label_words[label])
-            if not words:
-                raise UserError(f"verbalizer label {label!r} has no words; give at least one")
-            for word in words:
+            for word in label_words[label]:
                 token_lists.append(_word_tokens(word, tokenizer, space_before))
                 word_labels.append(index)
                 self.words.append(word)
@@ -46,6 +49,11 @@ class Verbalizer:
         self.word_ids = torch.tensor([t + [0] * (self.max_tokens - len(t)) for t in token_lists])
         self.word_lengths = torch.tensor([len(t) for t in token_lists])
         self.word_labels = torch.tensor(word_labels)
+
+    def first_words(self) -> list[list[int]]:
+        """Each label's first word as token ids (how a demonstration of that label is written)."""
+        first = [self.word_labels.tolist().index(label) for label in range(len(self.labels))]
+        return [self.word_ids[w, : self.word_lengths[w]].tolist() for w in first]
 
     def word_scores(self, log_probs: torch.Tensor) -> torch.Tensor:
         """log_probs [N, T, V] at the T scored positions -> summed token log-probs per word [N, W]."""
@@ -68,8 +76,6 @@ class Verbalizer:
 
 
 def _word_tokens(word: str, tokenizer: PreTrainedTokenizerBase, space_before: bool) -> list[int]:
-    if not word.strip():
-        raise UserError("verbalizer has an empty word; every label word must be non-empty text")
     ids = tokenizer((" " + word) if space_before else word, add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id
     if not ids or (unk is not None and unk in ids):

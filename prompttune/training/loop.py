@@ -1,10 +1,11 @@
-"""The training loop shared by every method: AdamW, warmup then linear decay, clipping, best-on-dev, resumable."""
+"""The training loop shared by every method: AdamW or Adafactor, warmup then linear decay, clipping, best-on-dev,
+resumable."""
 
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from omegaconf import DictConfig
@@ -16,6 +17,7 @@ from prompttune.errors import UserError
 from prompttune.methods.base import Method
 from prompttune.prompts.encoding import EncodedExample, collate
 from prompttune.training.metrics import classification_metrics
+from prompttune.training.precision import MasterCopies, adamw, autocast
 from prompttune.training.state import Snapshots, Trainables, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,17 @@ class TrainResult:
     examples_per_second: float
     history: list[dict] = field(default_factory=list)
 
+    @classmethod
+    def untrained(cls, dev: dict[str, float], fit_seconds: float) -> "TrainResult":
+        """A method that does not train: 0 steps, its dev metrics as they stand, its fitting time."""
+        return cls(0, 0, dev, fit_seconds, 0.0, 0.0, [])
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise UserError(f"trainer.precision={precision!r} is unknown; use fp32 or bf16")
+
+def make_optimizer(name: str, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused), or Adafactor (Shazeer and Stern 2018; Lester et al. train prompts with it), per-group lr."""
+    if name == "adafactor":
+        return torch.optim.Adafactor(groups)
+    return adamw(groups, device)
 
 
 def batches(encoded: list[EncodedExample], size: int, pad_id: int, order: list[int] | None = None):
@@ -54,38 +60,62 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> torch.Tensor:
-    """Class logits for every example, in order."""
+    """Class logits for every example, in order. Batches are formed by length, so padding stays small."""
     was_training = method.training
     method.eval()
-    pad_id = method.backbone.tokenizer.pad_token_id
+    pad_id = method.pad_token_id
+    by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     outputs = []
     with autocast(device, cfg.precision):
-        for batch in batches(encoded, cfg.eval_batch_size, pad_id):
+        for batch in batches(encoded, cfg.eval_batch_size, pad_id, by_length):
             outputs.append(method(to_device(batch, device)).float().cpu())
     method.train(was_training)
-    return torch.cat(outputs)
+    logits = torch.cat(outputs)
+    return logits[torch.argsort(torch.tensor(by_length))]
 
 
-def evaluate(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device) -> dict[str, float]:
-    logits = class_logits(method, encoded, cfg, device)
+def evaluate(
+    method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device, calibrate: bool = True
+) -> dict[str, float]:
+    logits = class_logits(method, encoded, cfg, device, calibrate)
     labels = torch.tensor([e.label for e in encoded])
     return classification_metrics(logits, labels, len(method.task.labels))
 
 
-def class_logits(method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device):
-    """The class scores evaluation uses: the method's logits, calibrated when method.calibration says so."""
+def class_logits(
+    method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device, calibrate: bool = True
+) -> torch.Tensor:
+    """Class logits, contextually calibrated when the method asks for it and `calibrate` allows."""
     logits = predict(method, encoded, cfg, device)
-    if method.cfg.calibration == "contextual":
+    if calibrate and method.cfg.calibration == "contextual":
         logits = contextual_calibration(method, logits, cfg, device)
     return logits
 
 
 def contextual_calibration(method: Method, logits: torch.Tensor, cfg: DictConfig, device: torch.device):
-    """Zhao et al. 2021: divide the class probabilities by those of a content-free input."""
-    content_free = predict(method, method.encode([method.content_free_example()]), cfg, device)
-    return logits.log_softmax(-1) - content_free.log_softmax(-1)
+    """Zhao et al. 2021: divide the class probabilities by the mean probabilities of the content-free inputs
+    ("N/A", "", the mask token): W = diag(p_cf)^-1, b = 0, in log space."""
+    content_free = predict(method, method.encode(method.content_free_examples()), cfg, device)
+    mean_probs = content_free.softmax(-1).mean(0)
+    return logits.log_softmax(-1) - mean_probs.log()
+
+
+class LoopCallback(Protocol):
+    """What the loop reports as it goes (prompttune.tracking.TrackingCallback turns it into logged metrics)."""
+
+    def on_step(self, step: int, loss: float, learning_rates: dict[str, float]) -> None: ...
+
+    def on_evaluation(self, step: int, dev: dict[str, float]) -> None: ...
+
+
+class NoCallback:
+    def on_step(self, step: int, loss: float, learning_rates: dict[str, float]) -> None:
+        pass
+
+    def on_evaluation(self, step: int, dev: dict[str, float]) -> None:
+        pass
 
 
 def total_steps(cfg: DictConfig, n_train: int) -> int:
@@ -102,21 +132,22 @@ def train(
     device: torch.device,
     seed: int,
     snapshots: Snapshots | None = None,
+    callback: LoopCallback | None = None,
 ) -> TrainResult:
     """Train, keeping the best-on-dev parameters; with `snapshots`, resume from the newest one and save one
     every trainer.save_every steps and on SIGINT/SIGTERM."""
     steps = total_steps(cfg, len(train_set))
-    if steps < 1:
-        raise UserError("training would take 0 steps; set trainer.max_steps or trainer.epochs to at least 1")
+    callback = callback or NoCallback()
     groups = method.param_groups(cfg.lr, cfg.prompt_lr, cfg.weight_decay)
     if not groups:
         raise UserError(f"method={method.cfg.name} has no trainable parameters with this config")
-    optimizer = torch.optim.AdamW(groups)
+    masters = MasterCopies(groups)
+    optimizer = make_optimizer(cfg.optimizer, masters.groups, device)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-    trainable = [p for g in groups for p in g["params"]]
     live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
     run = (snapshots.restore(live) if snapshots else None) or TrainProgress()
-    pad_id = method.backbone.tokenizer.pad_token_id
+    masters.model_to_masters()  # a restored state replaced the weights
+    pad_id = method.pad_token_id
     eval_every = cfg.eval_every or steps
     method.train()
     with _progress() as progress, interrupts.deferred():
@@ -126,15 +157,16 @@ def train(
                 run.order, run.position = torch.randperm(len(train_set), generator=live.shuffler).tolist(), 0
             for batch in batches(train_set, cfg.batch_size, pad_id, run.order[run.position :]):
                 started = time.perf_counter()
-                loss = _step(method, batch, optimizer, schedule, trainable, cfg, device)
+                loss = _step(method, batch, optimizer, schedule, masters, cfg, device)
                 run.step_seconds += time.perf_counter() - started
                 run.step += 1
                 run.position += len(batch["labels"])
                 progress.update(task, advance=1, loss=loss)
                 if run.step % cfg.log_every == 0 or run.step == steps:
                     log.info("step %d/%d loss %.4f", run.step, steps, loss)
+                    callback.on_step(run.step, loss, {g["name"]: g["lr"] for g in optimizer.param_groups})
                 if run.step % eval_every == 0 or run.step == steps:
-                    _evaluate_on_dev(method, dev_set, cfg, device, run, loss)
+                    callback.on_evaluation(run.step, _evaluate_on_dev(method, dev_set, cfg, device, run, loss))
                 if snapshots and (snapshots.due(run.step, steps) or interrupts.requested()):
                     snapshots.save(run, live)
                 interrupts.check()
@@ -149,16 +181,18 @@ def train(
     )
 
 
-def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: float) -> None:
-    dev = evaluate(method, dev_set, cfg, device)
+def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: float) -> dict[str, float]:
+    """Dev metrics, uncalibrated unless method.calibrate_dev: calibration does not pick the checkpoint."""
+    dev = evaluate(method, dev_set, cfg, device, calibrate=method.cfg.calibrate_dev)
     run.history.append({"step": run.step, "loss": loss, "dev": dev})
     log.info("step %d dev accuracy %.4f macro_f1 %.4f", run.step, dev["accuracy"], dev["macro_f1"])
     if run.best_dev is None or dev["accuracy"] > run.best_dev["accuracy"]:
         run.best_step, run.best_dev = run.step, dev
         run.best_state = {k: v.clone() for k, v in method.trainable_state().items()}
+    return dev
 
 
-def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
+def _step(method, batch, optimizer, schedule, masters: MasterCopies, cfg, device) -> float:
     batch = to_device(batch, device)
     with autocast(device, cfg.precision):
         loss = method.training_loss(batch)
@@ -166,9 +200,11 @@ def _step(method, batch, optimizer, schedule, trainable, cfg, device) -> float:
         raise TrainingDiverged(f"the loss became {loss.item()} at step {schedule.last_epoch + 1}; lower trainer.lr")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    masters.gradients_to_masters()
     if cfg.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(masters.parameters(), cfg.max_grad_norm, foreach=True)
     optimizer.step()
+    masters.masters_to_model()
     schedule.step()
     return loss.item()
 

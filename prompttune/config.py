@@ -1,0 +1,59 @@
+"""The top-level schema, the registration of every group's schema in Hydra's ConfigStore, and `validate`.
+
+configs/train.yaml extends `run_schema` (so `dataset`, `model` and `trainer` are typed wherever their YAML comes
+from, a user's --config-dir included), and every configs/method/*.yaml extends its method's own schema
+(`schema/method/<name>`, the config dataclass of its module). Hydra then rejects a wrong type, a value outside
+an Enum or an unknown key while it composes; `validate` adds the ranges and the rules between fields.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from prompttune.data.config import DatasetConfig
+from prompttune.models.config import ModelConfig
+from prompttune.schema import bounded, checked_node
+from prompttune.training.config import TrainerConfig
+
+
+@dataclass
+class RunConfig:
+    """`prompttune train` and `prompttune eval` (eval adds nothing: it only reads `run`)."""
+
+    shots: int = bounded(16, ge=1)  # examples per class, for train and again for dev (LM-BFF protocol)
+    seed: int = bounded(13, ge=0)  # draws the split, seeds initialisation and shuffling: 13, 21, 42, 87, 100
+    run: str | None = None  # eval: a training run directory to re-evaluate
+    resume: str | None = None  # train: a run directory to continue
+    method: Any = MISSING  # typed by the method's own schema (configs/method/*.yaml extend it)
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = None  # typed by its option's schema (configs/logger/*.yaml extend it); null: no tracking
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore; call before Hydra composes a config (idempotent)."""
+    from prompttune.methods import METHODS
+    from prompttune.tracking import LOGGER_SCHEMAS
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="schema", name="dataset", node=DatasetConfig)
+    store.store(group="schema", name="model", node=ModelConfig)
+    store.store(group="schema", name="trainer", node=TrainerConfig)
+    for name, method in METHODS.items():
+        store.store(group="schema/method", name=name, node=method.config_class)
+    for name, schema in LOGGER_SCHEMAS.items():
+        store.store(group="schema/logger", name=name, node=schema)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail with one line, before any heavy work, on a config that cannot run: every key of every group."""
+    from prompttune.methods import method_config
+    from prompttune.tracking import checked_logger
+
+    checked_node(RunConfig, cfg, "")
+    method_config(cfg.method)  # by the registry: also a method node that no schema typed (eval run=, a user's YAML)
+    checked_logger(cfg.get("logger"))
