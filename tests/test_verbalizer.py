@@ -77,7 +77,7 @@ def test_label_reductions():
 @pytest.mark.parametrize(
     "verbalizer, message",
     [
-        ("{negative:[''],positive:[good]}", "method.verbalizer=.* is invalid; allowed: null or {label: "),
+        ("{negative:[''],positive:[good]}", "method.verbalizer=.* is invalid; allowed: null, auto or {label: "),
         ("{negative:[],positive:[good]}", "method.verbalizer=.* is invalid"),
         ("{negative:[bad]}", "differ from the dataset's labels"),
         ("{negative:['\u2603\u2604'],positive:[good]}", "unknown to the tokenizer"),

@@ -272,8 +272,15 @@ class Backbone(nn.Module):
             seen.setdefault(id(module), (module, keys, values))
 
         self._use_prefix_attention()
-        with prefixes_from(record):
-            self.hidden_states(input_ids, torch.ones_like(input_ids))
+        # A probe is not a training step: without dropout and without drawing from the global generator, so a
+        # run resumed mid-way (which probes again) draws exactly what the uninterrupted run draws.
+        was_training = self.model.training
+        with prefixes_from(record), torch.random.fork_rng(devices=[]):
+            self.model.eval()
+            try:
+                self.hidden_states(input_ids, torch.ones_like(input_ids))
+            finally:
+                self.model.train(was_training)
         if not seen:
             raise UserError(f"model {self.name} does not run its attention through transformers' attention interface")
         return list(seen.values())
