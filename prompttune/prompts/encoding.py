@@ -17,8 +17,8 @@ class EncodedExample:
     mask_positions: list[int]  # one per mask token; cut at the mask: the position whose next token is scored
     soft_positions: list[int]
     label: int
-    soft_label: tuple[float, ...] | None = None  # a teacher's class distribution, for distillation
     second_segment: int | None = None  # where the text after the first {sep} starts (segment ids for pairs)
+    soft_label: tuple[float, ...] | None = None  # a teacher's class distribution, for distillation
 
 
 class TemplateEncoder:
