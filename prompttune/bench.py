@@ -63,6 +63,11 @@ def _timed_eval(evaluate, n: int) -> tuple[float, float]:
     return n / (time.perf_counter() - started), accuracy
 
 
+# Settings that make a cell compare like with like: PEFT's PromptEncoder trains the encoder over a frozen LM (the
+# CPU budget of ptuning_v1 tunes the LM too), and the peer scores the label words with the LM head.
+LIKE_THE_PEER = {"ptuning_v1": ["method.freeze_backbone=true"], "ptuning_v2": ["method.head=verbalizer"]}
+
+
 def ours(method: str, precision: str, args) -> dict:
     """This tool's cell: the method built from its config, stepped by the training loop's own step."""
     import torch
@@ -78,6 +83,7 @@ def ours(method: str, precision: str, args) -> dict:
 
     overrides = [f"method={method}", f"model={args.model}", "dataset=mr", f"trainer.precision={precision}"]
     overrides += ["trainer.device=cpu", f"method.template='{PATTERN}'", f"trainer.eval_batch_size={args.eval_batch}"]
+    overrides += LIKE_THE_PEER.get(method, [])
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)

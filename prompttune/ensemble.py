@@ -240,7 +240,7 @@ def member_summary(member: Member, weight: float | None, gold: dict, n_labels: i
 
 def student_method(cfg: DictConfig, pet: PetConfig) -> dict:
     if pet.distill_into == "finetune":
-        return {"name": "finetune"}
+        return {"name": "finetune", "head_lr": pet.distill_head_lr}
     return {**OmegaConf.to_container(cfg.method), "mode": "single", "lm_weight": 0.0}
 
 

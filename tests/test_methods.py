@@ -12,10 +12,14 @@ FAST = ["trainer.max_steps=12", "trainer.eval_every=null", "trainer.batch_size=8
 # method -> (overrides, names of the parameters that must train; every other one stays frozen)
 FROZEN_METHODS = {
     "prompt_tuning": (["method.prompt_lr=0.3", "method.n_tokens=4"], ("soft_embeddings",)),
-    "ptuning_v1": (["method.prompt_lr=0.01"], ("prompt_encoder.",)),
-    "ptuning_v2": (["method.prompt_lr=0.05", "method.lr=0.05"], ("kv_prefixes.", "head.classifier.")),
+    "ptuning_v1": (["method.freeze_backbone=true", "method.prompt_lr=0.01"], ("prompt_encoder.",)),
+    "ptuning_v2": (
+        ["method.head=linear", "method.prompt_lr=0.05", "method.lr=0.05"],
+        ("kv_prefixes.", "head.classifier."),
+    ),
     "ptuning_v2_reparameterized": (
-        ["method=ptuning_v2", "method.prompt_lr=0.05", "method.lr=0.05", "method.reparameterize=true"],
+        ["method=ptuning_v2", "method.head=linear", "method.prompt_lr=0.05", "method.lr=0.05"]
+        + ["method.reparameterize=true"],
         ("kv_prefixes.", "head.classifier."),
     ),
     "ptuning_v2_verbalizer": (

@@ -72,6 +72,7 @@ class PetConfig(MethodConfig):
     distill_into: DistillInto = DistillInto.finetune  # the final model
     distill_steps: int | None = bounded(None, ge=1)  # null: trainer.max_steps
     distill_lr: float | None = bounded(None, ge=0)  # null: trainer.lr
+    distill_head_lr: float | None = bounded(1.0e-3, ge=0)  # finetune student's new head (as its budget); null: lr
     ipet_generations: int = bounded(3, ge=1)  # ipet: generations in all, the first being the plain ensemble
     ipet_scale: float = bounded(5.0, ge=1)  # ipet: the training set grows by this factor per generation
     ipet_share: float = bounded(0.25, gt=0, le=1)  # ipet: share of the other models that label a model's new examples
