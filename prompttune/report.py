@@ -221,6 +221,8 @@ def number_first(value: Any) -> tuple[int, float | str]:
 
 def summarize_group(key: tuple, runs: list[Run]) -> GroupSummary:
     dataset, model, shots, method = key
+    zero_shot = all(run.metrics.get("command") == "eval" and not run.metrics.get("source_run") for run in runs)
+    trained = [] if zero_shot else runs  # a zero-shot evaluation trains nothing: no trainable share to show
     return GroupSummary(
         dataset=dataset,
         model=model,
@@ -230,9 +232,9 @@ def summarize_group(key: tuple, runs: list[Run]) -> GroupSummary:
         stats={f"{split}_{name}": stat_of(runs, split, name) for split, name in SUMMARIZED},
         scores={f"{split}_{name}": scores_by_seed(runs, split, name) for split, name in SUMMARIZED},
         test_label_counts=test_label_counts(runs),
-        zero_shot=all(run.metrics.get("command") == "eval" and not run.metrics.get("source_run") for run in runs),
-        trainable_params=rounded(mean_or_none([param_count(run, "trainable") for run in runs])),
-        trainable_ratio=mean_or_none([param_count(run, "ratio") for run in runs]),
+        zero_shot=zero_shot,
+        trainable_params=rounded(mean_or_none([param_count(run, "trainable") for run in trained])),
+        trainable_ratio=mean_or_none([param_count(run, "ratio") for run in trained]),
         train_seconds=mean_or_none([run.metrics.get("train_seconds") for run in runs]),
         run_dirs=[str(run.run_dir) for run in runs],
         selected=selected_settings(runs),

@@ -150,6 +150,8 @@ def test_eval_runs_are_not_averaged_with_trained_runs(tmp_path, capsys):
     groups = groups_by_method(read_report_json(sweep))
     assert groups["pet"]["n_seeds"] == 2 and groups["pet [eval]"]["seeds"] == [42]
     assert "pet [eval]" in capsys.readouterr().out
+    # a zero-shot evaluation trains nothing: no trainable share, unlike the trained runs
+    assert groups["pet [eval]"]["trainable_ratio"] is None and groups["pet"]["trainable_ratio"] is not None
 
 
 def test_single_seed_shows_dash_for_std(tmp_path, capsys):
