@@ -84,6 +84,7 @@ def ours(method: str, precision: str, args) -> dict:
     overrides = [f"method={method}", f"model={args.model}", "dataset=mr", f"trainer.precision={precision}"]
     overrides += ["trainer.device=cpu", f"method.template='{PATTERN}'", f"trainer.eval_batch_size={args.eval_batch}"]
     overrides += LIKE_THE_PEER.get(method, [])
+    overrides += ["trainer.compile=true"] if args.compile else []
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -233,7 +234,8 @@ def run_cell(side: str, method: str, precision: str, args) -> dict:
 
 def _shared(args) -> list[str]:
     keys = ("model", "steps", "batch_size", "eval_examples", "eval_batch")
-    return [item for key in keys for item in (f"--{key.replace('_', '-')}", str(getattr(args, key)))]
+    shared = [item for key in keys for item in (f"--{key.replace('_', '-')}", str(getattr(args, key)))]
+    return shared + (["--compile"] if args.compile else [])
 
 
 def table(results: dict, peaks: dict, precisions: list[str]) -> str:
@@ -284,6 +286,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-examples", type=int, default=96)
     parser.add_argument("--eval-batch", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="this tool's side with trainer.compile=true")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--cell", nargs=3, metavar=("SIDE", "METHOD", "PRECISION"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(results) * 2} cells in {time.perf_counter() - started:.0f} s; batch {args.batch_size}, "
         f"{args.steps} timed steps after a warm-up (median), {args.eval_examples} test examples"
+        + ("; this tool's side compiled (trainer.compile=true)" if args.compile else "")
     )
     if args.json:
         rows = [{"method": m, "precision": p, **cell} for (m, p), cell in results.items()]

@@ -54,6 +54,8 @@ def build(cfg: DictConfig, has_text_b: bool) -> Setup:
     method.to(device)
     if backbone is not None:
         precision.hold_backbone(method, cfg.trainer.precision, device)
+        if cfg.trainer.compile:
+            backbone.body.compile()
     return Setup(method, device, precision.resolve(cfg.trainer.precision, device))
 
 

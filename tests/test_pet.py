@@ -243,3 +243,11 @@ def test_ipet_run_trains_a_second_generation_and_distills(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["mode"] == "ipet" and len(saved["generations"]) == 1 and len(saved["patterns"]) == 2
     assert saved["test"] == saved["distilled"]["test"]
+
+
+def test_the_distilled_classifier_gets_its_own_head_rate():
+    from prompttune.ensemble import student_method
+
+    cfg = compose_config("method=pet", "method.mode=ensemble", "method.distill_head_lr=5e-3")
+    student = student_method(cfg, method_config(cfg.method))
+    assert student == {"name": "finetune", "head_lr": 5e-3}

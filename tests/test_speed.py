@@ -126,3 +126,12 @@ def test_metrics_carry_throughput_and_precision(tmp_path):
     assert flops["flops_per_train_step"] > 0 and flops["train_flop_per_second"] > 0
     assert flops["flops_per_eval_example"] > 0 and flops["eval_flop_per_second"] > 0
     assert flops["flops_per_train_step"] > 8 * flops["flops_per_eval_example"]  # batch of 8, with a backward
+
+
+def test_trainer_compile_compiles_the_transformer_body(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    method = build_method("method=pet", "model=tiny_llama", "trainer.compile=true")
+    assert compiled == [method.backbone.body]
+    build_method("method=pet", "model=tiny_llama")
+    assert len(compiled) == 1  # off by default

@@ -34,6 +34,7 @@ class TrainerConfig:
     log_every: int = bounded(5, ge=1)
     save_every: int | None = bounded(None, ge=1)  # a resumable state every N steps in state/; null: on signals only
     precision: Precision = Precision.fp32
+    compile: bool = False  # torch.compile the transformer body (README: Speed, where it was measured)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = bounded(None, ge=1)  # torch threads; null: torch's default or the launcher's share
 
