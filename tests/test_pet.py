@@ -138,7 +138,7 @@ def test_distillation_loss_is_kl_at_temperature_times_t_squared():
 def test_distillation_moves_the_student_towards_the_soft_labels():
     from dataclasses import replace
 
-    student = build_method("method=finetune", "model=tiny_bert")
+    student = build_method("method=finetune", "model=tiny_bert", "method.head_lr=null")  # the head at trainer.lr
     student.distill_temperature = 2.0
     targets = [(0.9, 0.1) if e.label == 0 else (0.2, 0.8) for e in toy_examples()]
     pool = [replace(e, soft_label=t) for e, t in zip(student.encode(toy_examples()), targets, strict=True)]
@@ -200,7 +200,8 @@ def test_distilling_into_pet_gives_a_single_pattern_pet_model_without_lm_loss():
     assert student["name"] == "pet" and student["mode"] == "single" and student["lm_weight"] == 0
     assert with_method(cfg, student).method.pattern_id == 1
     assert student_method(compose_config("method=pet"), method_config(compose_config("method=pet").method)) == {
-        "name": "finetune"
+        "name": "finetune",
+        "head_lr": 1e-3,
     }
 
 

@@ -113,7 +113,7 @@ class EncoderOnly(Backbone):
     def lm_head(self):
         raise UserError(
             f"model {self.name} has no LM head, so label words cannot be scored; use method.head=linear "
-            "(or method=finetune / ptuning_v2), or a masked or causal LM"
+            "(or method=finetune), or a masked or causal LM"
         )
 
 
