@@ -14,6 +14,7 @@ from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_atomically, write_json, write_text
 from prompttune.record import RunRecord, one_line
+from prompttune.training.config import TrainerConfig
 
 CHECKPOINT = "checkpoint/trainable.safetensors"
 CHECKPOINT_CONFIG = "checkpoint/config.yaml"
@@ -77,6 +78,8 @@ def _read_config(path: Path) -> DictConfig:
     missing = [key for key in ("method", "model", "dataset", "trainer", "seed") if key not in cfg]
     if not isinstance(cfg, DictConfig) or missing:
         raise UserError(f"{path} is damaged or not a prompttune config: it lacks {', '.join(missing) or 'keys'}")
+    # a run saved before a trainer key existed gets that key's default (e.g. trainer.compile)
+    cfg.trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer)
     return cfg
 
 

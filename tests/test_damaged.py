@@ -161,3 +161,11 @@ def test_eval_of_a_truncated_checkpoint_from_the_command_line(run_copy):
         .splitlines()[-1]
         .startswith(f"error: {run_copy / 'checkpoint/trainable.safetensors'} is damaged (truncated or not safetensors")
     )
+
+
+def test_a_run_saved_before_a_trainer_key_existed_is_evaluated_with_its_default(run_copy):
+    saved = run_copy / "checkpoint/config.yaml"
+    cfg = OmegaConf.load(saved)
+    del cfg.trainer["compile"]  # as a run from before trainer.compile was added
+    saved.write_text(OmegaConf.to_yaml(cfg))
+    assert evaluate(run_copy).status == "completed"
