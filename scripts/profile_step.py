@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
 from prompttune.bench import PATTERN
+from prompttune.config import register_configs
 from prompttune.data import load_splits
 from prompttune.experiment import build
 from prompttune.jobs import quiet_libraries
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()
     quiet_libraries()
+    register_configs()
     overrides = [f"method={args.method}", f"model={args.model}", "dataset=mr", "trainer.device=cpu"]
     overrides += [f"trainer.precision={args.precision}", f"method.template='{PATTERN}'"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

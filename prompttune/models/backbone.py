@@ -60,6 +60,7 @@ class Backbone(nn.Module):
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree
         self._attention_sites: list[nn.Module] | None = None  # the attention modules, in the order they run
         self._segment_ids: torch.Tensor | None = None  # the current batch's token_type_ids (see segment_ids)
+        self._rewriting_layer_inputs = False  # layer_inputs_rewritten is active (it indexes padded rows)
 
     # --- template layout (class-level: encoding needs no model) ---------------------------------
 
@@ -221,9 +222,11 @@ class Backbone(nn.Module):
             layer.register_forward_pre_hook(hook_for(i), with_kwargs=True)
             for i, layer in enumerate(self.prompt_layers())
         ]
+        outer, self._rewriting_layer_inputs = self._rewriting_layer_inputs, True
         try:
             yield
         finally:
+            self._rewriting_layer_inputs = outer
             for handle in handles:
                 handle.remove()
 

@@ -13,7 +13,9 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 from prompttune.errors import UserError
+from prompttune.models import packing
 from prompttune.models.backbone import Backbone, HiddenFn, pick
+from prompttune.models.prefix import ATTENTION
 
 
 class MaskedLM(Backbone):
@@ -55,6 +57,44 @@ class CausalLM(Backbone):
     architectures = ("ForCausalLM", "LMHeadModel")
     auto_class = AutoModelForCausalLM
     cut_at_mask = True
+    packs = True  # a padded batch runs as fewer, fuller rows (models/packing.py)
+
+    def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        plan = None
+        if self._may_pack():
+            shared = packing.shared_prefix(embeds, attention_mask) if self._may_share() else 0
+            plan = packing.plan(attention_mask, *self._layer_size(), shared=shared)
+        if plan is None:
+            return super().run_embedded(embeds, attention_mask)
+        hidden = self.body(
+            inputs_embeds=packing.pack(embeds, plan), attention_mask=plan.mask, position_ids=plan.positions
+        ).last_hidden_state
+        return packing.unpack(hidden, plan, embeds.shape)
+
+    def _may_pack(self) -> bool:
+        # The packed mask is a boolean 4D mask, which SDPA reads (eager attention wants an additive one); hooks
+        # that rewrite layer inputs index padded rows.
+        attention = self.model.config._attn_implementation
+        return self.packs and not self._rewriting_layer_inputs and attention in ("sdpa", ATTENTION)
+
+    def _may_share(self) -> bool:
+        # A shared prefix computed once draws one dropout mask for all the rows that share it; without dropout
+        # (Llama; any model in eval mode) it is exactly the padded computation.
+        if not self.model.training:
+            return True
+        if not hasattr(self, "_has_dropout"):
+            rates = [m.p for m in self.model.modules() if isinstance(m, nn.Dropout)]
+            rates.append(getattr(self.model.config, "attention_dropout", 0.0) or 0.0)
+            self._has_dropout = max(rates) > 0
+        return not self._has_dropout
+
+    def _layer_size(self) -> tuple[int, int]:
+        """(weights of one layer's linear maps, hidden size): what packing.plan weighs."""
+        if not hasattr(self, "_weights_per_layer"):
+            layers = self.prompt_layers()
+            linears = [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
+            self._weights_per_layer = sum(m.weight.numel() for m in linears) // len(layers)
+        return self._weights_per_layer, self.hidden_size
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         last = attention_mask.sum(1, keepdim=True) - 1
