@@ -10,9 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from prompttune.data.config import DatasetConfig
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_atomically, write_json, write_text
+from prompttune.models.config import ModelConfig
 from prompttune.record import RunRecord, one_line
 from prompttune.training.config import TrainerConfig
 
@@ -20,6 +22,7 @@ CHECKPOINT = "checkpoint/trainable.safetensors"
 CHECKPOINT_CONFIG = "checkpoint/config.yaml"
 SPLITS = "splits.json"
 FITTED = "checkpoint/fitted.json"  # what a method learnt without gradients (vocabulary, label words)
+SCHEMAS = {"model": ModelConfig, "dataset": DatasetConfig, "trainer": TrainerConfig}
 
 
 def now() -> str:
@@ -78,8 +81,13 @@ def _read_config(path: Path) -> DictConfig:
     missing = [key for key in ("method", "model", "dataset", "trainer", "seed") if key not in cfg]
     if not isinstance(cfg, DictConfig) or missing:
         raise UserError(f"{path} is damaged or not a prompttune config: it lacks {', '.join(missing) or 'keys'}")
-    # a run saved before a trainer key existed gets that key's default (e.g. trainer.compile)
-    cfg.trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer)
+    # a run saved before a key existed gets that key's default (e.g. trainer.compile); the method's node goes
+    # through its own config class when the method is built
+    for group, schema in SCHEMAS.items():
+        try:
+            cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), cfg[group])
+        except Exception as err:  # omegaconf's validation errors have no common base
+            raise UserError(f"{path}: its {group} settings do not fit this version ({one_line(err)})") from None
     return cfg
 
 

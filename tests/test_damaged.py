@@ -163,9 +163,19 @@ def test_eval_of_a_truncated_checkpoint_from_the_command_line(run_copy):
     )
 
 
-def test_a_run_saved_before_a_trainer_key_existed_is_evaluated_with_its_default(run_copy):
+@pytest.mark.parametrize("group, key", [("trainer", "compile"), ("model", "trust_remote_code"), ("dataset", "test_size")])
+def test_a_run_saved_before_a_key_existed_is_evaluated_with_its_default(run_copy, group, key):
     saved = run_copy / "checkpoint/config.yaml"
     cfg = OmegaConf.load(saved)
-    del cfg.trainer["compile"]  # as a run from before trainer.compile was added
+    del cfg[group][key]  # as a run from before the key was added
     saved.write_text(OmegaConf.to_yaml(cfg))
     assert evaluate(run_copy).status == "completed"
+
+
+def test_a_saved_setting_this_version_cannot_read_is_one_line(run_copy):
+    saved = run_copy / "checkpoint/config.yaml"
+    cfg = OmegaConf.load(saved)
+    cfg.trainer.max_steps = "many"
+    saved.write_text(OmegaConf.to_yaml(cfg))
+    with pytest.raises(UserError, match=r"config.yaml: its trainer settings do not fit this version \("):
+        evaluate(run_copy)

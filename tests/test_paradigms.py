@@ -1,6 +1,7 @@
 """TF-IDF, in-context learning and LM-BFF demonstrations: the methods that receive the training examples."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,19 @@ REVIEWS = [
     ("the best movie of the year , wonderful", 1),
     ("delightful , great fun", 1),
 ]
+
+
+def train_then_eval(tmp_path, *args: str) -> tuple[dict, Path]:
+    """Train from the command line, evaluate the run with `eval run=`, and check that eval reproduces the test
+    metrics; returns the training run's metrics and its dir."""
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    trained = prompttune("train", *args, f"hydra.run.dir={train_dir}")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = metrics_of(train_dir)
+    assert metrics_of(eval_dir)["test"] == metrics["test"]
+    return metrics, train_dir
 
 
 def reviews() -> list[Example]:
@@ -65,16 +79,10 @@ def test_tfidf_chooses_c_on_dev():
 def test_tfidf_trains_evaluates_and_reproduces_without_loading_the_model(tmp_path):
     # a hub model that cannot be fetched offline: the run only succeeds if the model is never loaded
     args = ["method=tfidf", "model=hub", "model.name_or_path=no-such/model", "shots=4", "dataset.test_size=24"]
-    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
-    trained = prompttune("train", *args, f"hydra.run.dir={train_dir}")
-    assert trained.returncode == 0, trained.stderr
-    metrics = metrics_of(train_dir)
+    metrics, train_dir = train_then_eval(tmp_path, *args)
     assert metrics["status"] == "completed" and metrics["steps"] == 0 and metrics["test"]["n"] == 24
     fitted = json.loads((train_dir / "checkpoint/fitted.json").read_text())
     assert set(fitted["vocabulary"]) == {"word", "char_wb"} and fitted["C"] in (0.01, 0.1, 1.0, 10.0, 100.0)
-    evaluated = prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}")
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert metrics_of(eval_dir)["test"] == metrics["test"]
 
 
 def test_template_filled_with_a_label_word():
@@ -139,16 +147,11 @@ def test_icl_draw_depends_on_the_seed_only():
 @pytest.mark.slow
 def test_icl_writes_a_run_dir_with_zero_steps_that_eval_reproduces(tmp_path):
     args = ["method=icl", "model=tiny_llama", "shots=4", "dataset.test_size=12", "method.calibration=contextual"]
-    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
-    trained = prompttune("train", *args, f"hydra.run.dir={train_dir}")
-    assert trained.returncode == 0, trained.stderr
-    metrics = metrics_of(train_dir)
+    metrics, train_dir = train_then_eval(tmp_path, *args)
     assert metrics["steps"] == 0 and metrics["params"]["trainable"] == 0
     demos = json.loads((train_dir / "checkpoint/fitted.json").read_text())["demonstrations"]
     train_guids = {r["guid"] for r in json.loads((train_dir / "splits.json").read_text())["train"]}
     assert len(demos) == 8 and set(demos) <= train_guids
-    assert prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}").returncode == 0
-    assert metrics_of(eval_dir)["test"] == metrics["test"]
 
 
 def test_icl_needs_the_verbalizer_head():
@@ -204,17 +207,11 @@ def test_label_search_candidates_are_whole_words():
 @pytest.mark.slow
 def test_auto_verbalizer_writes_its_words_and_eval_reproduces(tmp_path):
     args = ["method=pet", "method.verbalizer=auto", "model=tiny_llama", "shots=4", "trainer.max_steps=2"]
-    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
-    trained = prompttune(
-        "train", *args, "dataset.test_size=12", "method.auto_candidates=5", f"hydra.run.dir={train_dir}"
-    )
-    assert trained.returncode == 0, trained.stderr
+    _, train_dir = train_then_eval(tmp_path, *args, "dataset.test_size=12", "method.auto_candidates=5")
     fitted = json.loads((train_dir / "checkpoint/fitted.json").read_text())
     words = fitted["label_words"]
     assert set(words) == {"negative", "positive"} and words["negative"] != words["positive"]
     assert all(len(c) == 5 for c in fitted["candidates"]) and fitted["top"][0]["label_words"] == words
-    assert prompttune("eval", f"run={train_dir}", f"hydra.run.dir={eval_dir}").returncode == 0
-    assert metrics_of(eval_dir)["test"] == metrics_of(train_dir)["test"]
 
 
 def test_auto_verbalizer_on_chinese_picks_chinese_characters():
