@@ -206,7 +206,10 @@ def record_training(record, result, setup, splits, cfg, run_dir, counter, test, 
     record.checkpoint_bytes, record.fit_seconds = size, setup.fit_seconds
     if counter:
         n_test = len(splits.test)
-        record.extra["throughput"] = throughput(counter, result.steps, result.train_seconds, n_test, eval_seconds)
+        steps_here = result.steps - (record.resumed_at_steps[-1] if record.resumed_at_steps else 0)
+        record.extra["throughput"] = throughput(
+            counter, result.steps, steps_here, result.train_seconds, n_test, eval_seconds
+        )
     finish(record, setup, eval_seconds, len(splits.test), run_dir)
 
 
@@ -262,7 +265,7 @@ def _finish_eval(record: RunRecord, setup: Setup, cfg: DictConfig, dev, test, ru
         record.test, seconds = evaluate_test(setup, test, cfg.trainer, run_dir)
         if counter:
             counter.close()
-            record.extra["throughput"] = throughput(counter, 0, 0.0, len(test), seconds)
+            record.extra["throughput"] = throughput(counter, 0, 0, 0.0, len(test), seconds)
         record.params = setup.method.parameter_counts()
         finish(record, setup, seconds, len(test), run_dir)
         log_final(tracker, cfg, record)

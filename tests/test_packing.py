@@ -1,5 +1,5 @@
-"""Packing (models/packing.py): a padded batch run as one row of its real tokens gives every real token the states
-it gets in its padded row, with and without key/value prefixes, and training sees the same gradients."""
+"""Packing and a shared prefix run once (models/packing.py, CausalLM): every real token gets the states it gets in
+its padded row, with and without key/value prefixes, and training sees the same loss and gradients."""
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from tests.test_prefix import tiny_backbone
 
 IDS = torch.tensor([[5, 17, 23, 9, 41, 7], [12, 3, 8, 0, 0, 0], [30, 31, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
+SMOLLM2_LAYER = (3_500_000, 576)  # weights of one layer's linear maps, hidden size
 
 
 def test_one_packed_row_keeps_each_examples_positions_and_blocks_attention_across_examples():
@@ -37,91 +38,85 @@ def test_rows_of_the_padded_length_are_filled_longest_first():
 
 def test_the_padded_batch_stays_where_packing_saves_nothing():
     even = torch.ones(32, 30, dtype=torch.long)
-    assert packing.plan(even, weights_per_layer=3_500_000, hidden=576) is None
+    assert packing.plan(even, *SMOLLM2_LAYER) is None
     ragged = torch.tensor([[1] * 48, [1] * 10 + [0] * 38, [1] * 14 + [0] * 34, [1] * 21 + [0] * 27])
-    assert packing.plan(ragged, weights_per_layer=3_500_000, hidden=576) is not None
+    assert packing.plan(ragged, *SMOLLM2_LAYER) is not None
 
 
-def test_a_prefix_every_row_shares_is_held_once_and_seen_by_every_example():
+def test_no_packed_row_is_longer_than_max_row_unless_an_example_is():
+    long_ragged = torch.zeros(32, 300, dtype=torch.long)
+    long_ragged[:, :100] = 1
+    long_ragged[0] = 1
+    plan = packing.plan(long_ragged, *SMOLLM2_LAYER)
+    assert plan is not None and plan.positions.shape[1] <= packing.MAX_ROW
+
+
+def test_the_shared_prefix_is_the_leading_positions_every_row_holds():
     ids = torch.tensor([[4, 8, 15, 16, 23, 42], [4, 8, 15, 7, 0, 0], [4, 8, 9, 0, 0, 0]])
-    mask = (ids != 0).long()
-    embeds = ids.float()[..., None]
+    mask, embeds = (ids != 0).long(), ids.float()[..., None]
     assert packing.shared_prefix(embeds, mask) == 2
-    assert packing.shared_prefix(embeds[:2], mask[:2]) == 3
+    assert packing.shared_prefix(embeds[:2], mask[:2]) == 3  # each row keeps a token of its own
     assert packing.shared_prefix(embeds[:1], mask[:1]) == 0
-    plan = packing.plan(mask, weights_per_layer=10**6, hidden=4, shared=2)
-    assert plan.rows == 1 and plan.shared == 2
-    assert plan.positions.tolist() == [[0, 1, 2, 3, 4, 5, 2, 3, 2]]
-    assert plan.mask[0, 0, 6].tolist() == [True, True, False, False, False, False, True, False, False]
-    packed = packing.pack(embeds, plan)
-    assert packed[0, :, 0].tolist() == [4, 8, 15, 16, 23, 42, 15, 7, 9]
-    restored = packing.unpack(packed, plan, embeds.shape)
-    assert torch.equal(restored[mask.bool()], embeds[mask.bool()])
 
 
-def test_a_shared_prefix_gives_every_row_the_states_of_its_padded_row():
-    backbone = tiny_backbone("tiny_llama")
-    ids = torch.cat([torch.tensor([[4, 8, 15, 16]]).expand(3, -1), IDS], 1)
-    mask = (ids != 0).long()
+def padded_and_packed(backbone, embeds, mask):
+    backbone.packs = False
+    padded = backbone.run_embedded(embeds, mask)
+    backbone.packs = True
+    return padded, backbone.run_embedded(embeds, mask)
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_llama_gqa"])
+def test_packed_states_equal_the_padded_rows(name, monkeypatch):
+    backbone = tiny_backbone(name)
+    monkeypatch.setattr(CausalLM, "_layer_size", lambda _self: SMOLLM2_LAYER)  # so that a tiny model packs
     with torch.no_grad():
-        embeds = backbone.embeddings(ids)
-        backbone.packs = False
-        padded = backbone.run_embedded(embeds, mask)
-        backbone.packs = True
-        plan = packing.plan(mask, *backbone._layer_size(), shared=packing.shared_prefix(embeds, mask))
-        assert plan is not None and plan.shared == 4
-        packed = backbone.run_embedded(embeds, mask)
+        assert packing.plan(MASK, *backbone._layer_size()) is not None
+        padded, packed = padded_and_packed(backbone, backbone.embeddings(IDS), MASK)
+    real = MASK.bool()
+    torch.testing.assert_close(packed[real], padded[real], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("under_prefixes", [False, True])
+def test_a_shared_prefix_run_once_gives_every_row_its_padded_states(under_prefixes, monkeypatch):
+    backbone = tiny_backbone("tiny_llama")
+    monkeypatch.setattr(CausalLM, "_layer_size", lambda _self: SMOLLM2_LAYER)
+    ran_apart = []
+    run_after = CausalLM._run_after_shared_prefix
+    monkeypatch.setattr(CausalLM, "_run_after_shared_prefix", lambda *a: ran_apart.append(a[3]) or run_after(*a))
+    ids = torch.cat([torch.tensor([[4, 8, 15, 16, 2]]).expand(3, -1), IDS], 1)
+    mask = (ids != 0).long()
+    kv = backbone.key_values(torch.tensor([[6, 28, 496]]))
+    with torch.no_grad():
+        if under_prefixes:
+            with backbone.key_value_prefixes(lambda i: kv[i]):
+                padded, packed = padded_and_packed(backbone, backbone.embeddings(ids), mask)
+        else:
+            padded, packed = padded_and_packed(backbone, backbone.embeddings(ids), mask)
+    assert ran_apart == [5]
     real = mask.bool()
     torch.testing.assert_close(packed[real], padded[real], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny_llama", "tiny_llama_gqa"])
-def test_packed_states_equal_the_padded_rows(name):
-    backbone = tiny_backbone(name)
-    with torch.no_grad():
-        embeds = backbone.embeddings(IDS)
-        backbone.packs = False
-        padded = backbone.run_embedded(embeds, MASK)
-        backbone.packs = True
-        assert packing.plan(MASK, *backbone._layer_size()) is not None
-        packed = backbone.run_embedded(embeds, MASK)
-    real = MASK.bool()
-    torch.testing.assert_close(packed[real], padded[real], rtol=1e-4, atol=1e-5)
-
-
-def test_packed_states_equal_the_padded_rows_under_key_value_prefixes():
-    backbone = tiny_backbone("tiny_llama")
-    kv = backbone.key_values(torch.tensor([[4, 8, 15]]))
-    with torch.no_grad(), backbone.key_value_prefixes(lambda i: kv[i]):
-        embeds = backbone.embeddings(IDS)
-        backbone.packs = False
-        padded = backbone.run_embedded(embeds, MASK)
-        backbone.packs = True
-        packed = backbone.run_embedded(embeds, MASK)
-    real = MASK.bool()
-    torch.testing.assert_close(packed[real], padded[real], rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("method, shared", [("prompt_tuning", 20), ("ptuning_v2", 0)])  # 20: the soft prompt
+@pytest.mark.parametrize("method, shared", [("prompt_tuning", True), ("ptuning_v2", False)])  # the soft prompt
 def test_a_packed_training_loss_and_its_gradients_equal_the_padded_ones(method, shared, monkeypatch):
-    # a tiny model's attention outweighs its linear maps: weigh them as SmolLM2's are, so that it packs
-    monkeypatch.setattr(CausalLM, "_layer_size", lambda _self: (3_500_000, 576))
+    monkeypatch.setattr(CausalLM, "_layer_size", lambda _self: SMOLLM2_LAYER)
+    ran_apart = []
+    run_after = CausalLM._run_after_shared_prefix
+    monkeypatch.setattr(CausalLM, "_run_after_shared_prefix", lambda *a: ran_apart.append(a[3]) or run_after(*a))
     model = build_method(f"method={method}", "model=tiny_llama")
     words = ["awful", "great"]
     examples = [Example(f"x{i}", " ".join([words[i % 2]] * (1 + 3 * i)), i % 2) for i in range(6)]
     batch = collate(model.encode(examples), model.backbone.tokenizer.pad_token_id)
-    plans = []
-    plan_of = packing.plan
-    monkeypatch.setattr(packing, "plan", lambda *a, **k: plans.append(plan_of(*a, **k)) or plans[-1])
+    assert packing.plan(batch["attention_mask"], *model.backbone._layer_size()) is not None
     results = []
     for packs in (False, True):
         model.backbone.packs = packs
         model.zero_grad()
         loss = model.training_loss(batch)
         loss.backward()
-        grads = [p.grad.clone() for p in model.prompt_parameters()]
-        results.append((loss.detach(), grads))
-    assert plans and all(plan is not None and plan.shared == shared for plan in plans)
+        results.append((loss.detach(), [p.grad.clone() for p in model.prompt_parameters()]))
+    assert bool(ran_apart) == shared
     (loss_padded, grads_padded), (loss_packed, grads_packed) = results
     torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-4, atol=1e-5)
     for packed, padded in zip(grads_packed, grads_padded, strict=True):

@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, 
 from prompttune.errors import UserError
 from prompttune.models import packing
 from prompttune.models.backbone import Backbone, HiddenFn, pick
-from prompttune.models.prefix import ATTENTION
+from prompttune.models.prefix import ATTENTION, active_prefix, prefixes_from
 
 
 class MaskedLM(Backbone):
@@ -57,19 +57,51 @@ class CausalLM(Backbone):
     architectures = ("ForCausalLM", "LMHeadModel")
     auto_class = AutoModelForCausalLM
     cut_at_mask = True
-    packs = True  # a padded batch runs as fewer, fuller rows (models/packing.py)
+    packs = True  # less padding, a shared prefix run once (models/packing.py)
+    min_shared = 4  # shorter shared prefixes are not worth a forward of their own
 
     def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        plan = None
-        if self._may_pack():
-            shared = packing.shared_prefix(embeds, attention_mask) if self._may_share() else 0
-            plan = packing.plan(attention_mask, *self._layer_size(), shared=shared)
-        if plan is None:
+        if not self._may_pack():
             return super().run_embedded(embeds, attention_mask)
-        hidden = self.body(
-            inputs_embeds=packing.pack(embeds, plan), attention_mask=plan.mask, position_ids=plan.positions
-        ).last_hidden_state
-        return packing.unpack(hidden, plan, embeds.shape)
+        shared = packing.shared_prefix(embeds, attention_mask) if self._may_share() else 0
+        if shared >= self.min_shared:
+            return self._run_after_shared_prefix(embeds, attention_mask, shared)
+        return self._run_packed(embeds, attention_mask)
+
+    def _run_packed(self, embeds: torch.Tensor, attention_mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """The batch packed where that saves work; positions start at `offset` (after a shared prefix)."""
+        plan = packing.plan(attention_mask, *self._layer_size())
+        if plan is None:
+            states, mask = embeds, attention_mask
+            positions = torch.arange(offset, offset + embeds.shape[1], device=embeds.device).expand(len(embeds), -1)
+        else:
+            states, mask, positions = packing.pack(embeds, plan), plan.mask, plan.positions + offset
+        hidden = self.body(inputs_embeds=states, attention_mask=mask, position_ids=positions).last_hidden_state
+        return hidden if plan is None else packing.unpack(hidden, plan, embeds.shape)
+
+    def _run_after_shared_prefix(self, embeds: torch.Tensor, attention_mask: torch.Tensor, shared: int):
+        """The first `shared` positions, the same in every row, run once; the rest of every row attends to their
+        keys and values after any prefix already in force (P-Tuning v2's), as it would to its own copy."""
+        self._use_prefix_attention()
+        outer = active_prefix()
+        recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def record(module, keys, values):
+            recorded[id(module)] = (keys, values)
+            return outer(module, keys, values) if outer else None
+
+        with prefixes_from(record):
+            head = self.body(inputs_embeds=embeds[:1, :shared]).last_hidden_state
+
+        def after_head(module, keys, values):
+            before = [outer(module, keys, values)] if outer else []
+            pieces = [p for p in before if p is not None] + [recorded[id(module)]]
+            rows = max(k.shape[0] for k, _ in pieces)
+            return tuple(torch.cat([p[i].expand(rows, -1, -1, -1) for p in pieces], 2) for i in (0, 1))
+
+        with prefixes_from(after_head):
+            rest = self._run_packed(embeds[:, shared:], attention_mask[:, shared:], offset=shared)
+        return torch.cat([head.expand(len(embeds), -1, -1), rest], 1)
 
     def _may_pack(self) -> bool:
         # The packed mask is a boolean 4D mask, which SDPA reads (eager attention wants an additive one); hooks

@@ -34,6 +34,11 @@ def prefixes_from(prefix_fn: PrefixFn):
         _active.reset(token)
 
 
+def active_prefix() -> PrefixFn | None:
+    """The prefix function in force, if any (to extend it rather than replace it)."""
+    return _active.get()
+
+
 def widened_mask(mask, query, key, n_prefix: int, is_causal: bool | None, module: nn.Module):
     """The mask over [prefix; text] keys: every query sees every prefix position, the text as before.
 

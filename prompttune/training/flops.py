@@ -64,10 +64,13 @@ class FlopCounter:
         self._handle.remove()
 
 
-def throughput(counter: FlopCounter, steps: int, train_seconds: float, n_eval: int, eval_seconds: float) -> dict:
-    """FLOPs per training step and per evaluated example, and the FLOP/s achieved, for metrics.json."""
-    counted = counter.train.forwards  # steps run in this process (fewer than `steps` after a resume)
-    per_step = counter.training_flops(counter.train) / counted if counted else 0.0
+def throughput(
+    counter: FlopCounter, steps: int, steps_here: int, train_seconds: float, n_eval: int, eval_seconds: float
+) -> dict:
+    """FLOPs per training step and per evaluated example, and the FLOP/s achieved, for metrics.json. `steps_here`:
+    the steps this process ran (fewer than `steps` after a resume); a step may run the layers more than once
+    (PET's auxiliary LM loss, a shared prefix run apart)."""
+    per_step = counter.training_flops(counter.train) / steps_here if steps_here else 0.0
     per_example = counter.forward_flops(counter.eval) / n_eval if n_eval else 0.0
     return {
         "flops_per_train_step": per_step,
