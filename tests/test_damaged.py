@@ -163,7 +163,10 @@ def test_eval_of_a_truncated_checkpoint_from_the_command_line(run_copy):
     )
 
 
-@pytest.mark.parametrize("group, key", [("trainer", "compile"), ("model", "trust_remote_code"), ("dataset", "test_size")])
+NEWER_KEYS = [("trainer", "compile"), ("model", "trust_remote_code"), ("dataset", "test_size")]
+
+
+@pytest.mark.parametrize("group, key", NEWER_KEYS)
 def test_a_run_saved_before_a_key_existed_is_evaluated_with_its_default(run_copy, group, key):
     saved = run_copy / "checkpoint/config.yaml"
     cfg = OmegaConf.load(saved)
