@@ -16,6 +16,7 @@ from prompttune.errors import UserError
 from prompttune.models import packing
 from prompttune.models.backbone import Backbone, HiddenFn, pick
 from prompttune.models.prefix import ATTENTION, active_prefix, prefixes_from
+from prompttune.training.flops import layer_linears
 
 
 class MaskedLM(Backbone):
@@ -124,8 +125,7 @@ class CausalLM(Backbone):
         """(weights of one layer's linear maps, hidden size): what packing.plan weighs."""
         if not hasattr(self, "_weights_per_layer"):
             layers = self.prompt_layers()
-            linears = [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
-            self._weights_per_layer = sum(m.weight.numel() for m in linears) // len(layers)
+            self._weights_per_layer = sum(m.weight.numel() for m in layer_linears(layers)) // len(layers)
         return self._weights_per_layer, self.hidden_size
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

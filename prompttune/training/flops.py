@@ -18,9 +18,13 @@ from torch import nn
 
 @dataclass
 class Usage:
-    forwards: int = 0
     tokens: int = 0  # sum of B * L
     squares: int = 0  # sum of B * L^2
+
+
+def layer_linears(layers: list[nn.Module]) -> list[nn.Linear]:
+    """The linear maps inside the transformer layers: the weights whose matmuls dominate a forward."""
+    return [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
 
 
 class FlopCounter:
@@ -31,7 +35,7 @@ class FlopCounter:
         layers = backbone.prompt_layers()
         self.n_layers = len(layers)
         self.hidden = backbone.hidden_size
-        linears = [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
+        linears = layer_linears(layers)
         self.weights = sum(m.weight.numel() for m in linears)
         self.trainable_weights = sum(m.weight.numel() for m in linears if m.weight.requires_grad)
         below = [p for layer in layers for p in layer.parameters()]
@@ -44,7 +48,6 @@ class FlopCounter:
         states = args[0] if args else kwargs["hidden_states"]
         rows, length = states.shape[0], states.shape[1]
         usage = self.train if torch.is_grad_enabled() else self.eval
-        usage.forwards += 1
         usage.tokens += rows * length
         usage.squares += rows * length * length
 
