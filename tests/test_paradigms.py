@@ -180,6 +180,19 @@ def test_pet_demonstrations_one_per_label_never_the_example_itself(model, after)
     assert len(encoded.input_ids) > len(plain.input_ids)
 
 
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
+def test_pet_demonstrations_fit_beside_a_query_that_fills_max_length(model):
+    """LM-BFF doubles the length with demonstrations: the query keeps model.max_length, they get the rest."""
+    args = ["method=pet", f"model={model}", "model.max_length=24"]
+    long = [Example(f"l-{i}", " ".join(["story"] * 40), i % 2) for i in range(8)]
+    assert len(build_method(*args).encode(long[:1])[0].input_ids) == 24
+    for extra, length in (([], 48), (["method.demo_max_length=40"], 40)):
+        method = build_method(*args, "method.demonstrations=true", *extra)
+        method.fit_examples(long, long)
+        encoded = method.encode(long[:1])[0]
+        assert len(encoded.input_ids) == length  # the query's 24 tokens and demonstrations in the rest
+
+
 def test_label_search_keeps_the_assignment_that_separates_the_classes():
     # 4 examples, vocabulary of 5: token 2 is likely everywhere, tokens 1 and 3 tell the classes apart
     log_probs = torch.tensor(

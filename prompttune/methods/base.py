@@ -177,6 +177,10 @@ class Method(nn.Module):
         """LM-BFF appends demonstrations after the query on masked LMs; a causal LM reads them before it."""
         return not self.backbone.cut_at_mask
 
+    def context_length(self) -> int:
+        """Tokens for the query and its demonstrations together; the query alone is cut to max_length."""
+        return self.max_length
+
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.backbone.segment_ids(batch.get("token_type_ids")):
@@ -217,9 +221,17 @@ class Method(nn.Module):
         if demonstrations is None:
             return encoder.encode(examples)
         words, separator = self.head.verbalizer.first_words(), self._demonstration_separator()
-        return DemonstrationEncoder(encoder, words, separator, self.demonstrations_after_query()).encode(
+        after_query = self.demonstrations_after_query()
+        return DemonstrationEncoder(encoder, words, separator, after_query, self.context_length()).encode(
             examples, demonstrations
         )
+
+    def _within_positions(self, wanted: int, key: str) -> int:
+        """`wanted` tokens, or as many as the backbone has positions for (with a warning naming `key`)."""
+        limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or wanted
+        if wanted > limit:
+            log.warning("%s=%d exceeds what %s reads (%d); using %d", key, wanted, self.backbone.name, limit, limit)
+        return min(wanted, limit)
 
     def _demonstration_separator(self) -> list[int]:
         tokenizer = self.backbone.tokenizer

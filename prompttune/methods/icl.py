@@ -10,7 +10,6 @@ to the query. The demonstrations are cut, never the query, to fit `method.max_le
 used 512; SmolLM2 reads 8192).
 """
 
-import logging
 import random
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +24,6 @@ from prompttune.prompts.encoding import TemplateEncoder, collate
 from prompttune.prompts.template import parse_template
 from prompttune.schema import Invalid, bounded
 
-log = logging.getLogger(__name__)
 EMBED_BATCH = 32
 
 
@@ -53,18 +51,9 @@ class Icl(Method):
 
     def setup(self) -> None:
         self.backbone.freeze()
-        self.max_length = self._context_length()
+        self.max_length = self._within_positions(self.cfg.max_length or self.max_length, "method.max_length")
         self.pool: list[Example] = []
         self.fixed: list[Example] = []
-
-    def _context_length(self) -> int:
-        wanted = self.cfg.max_length or self.max_length
-        limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or wanted
-        if wanted > limit:
-            log.warning(
-                "method.max_length=%d exceeds what %s reads (%d); using %d", wanted, self.backbone.name, limit, limit
-            )
-        return min(wanted, limit)
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         super().fit_examples(train, dev)  # verbalizer=auto first: the demonstrations are written with the words

@@ -18,7 +18,10 @@ final classifier distilled on it) is orchestrated by `prompttune/ensemble.py` ar
 With `demonstrations: true` (LM-BFF, Gao et al. 2021) each example's context also holds one training example
 of each label, written as the pattern filled with its label word and drawn for that example from the train
 split (never the example itself), in label order: after the query on masked LMs as in LM-BFF, before it on
-causal LMs, whose query must end at the mask. Deviations from LM-BFF: the draw is made once per example (by
+causal LMs, whose query must end at the mask. The query is cut to model.max_length as without demonstrations,
+and the demonstrations share the rest of `demo_max_length` tokens, by default twice model.max_length (LM-BFF's
+`--double_demo`; it also caps the query and each demonstration at fixed lengths, 110 and 50 tokens on mr, where
+this cuts the longest texts first). Deviations from LM-BFF: the draw is made once per example (by
 the seed and the example's id) rather than afresh each epoch, and inference uses one draw, not an ensemble
 over 16.
 """
@@ -62,6 +65,8 @@ class DistillInto(StrEnum):
 class PetConfig(MethodConfig):
     head: Head = Head.verbalizer
     demonstrations: bool = False  # LM-BFF: one training example of each label in every example's context
+    # with demonstrations: tokens for query + demonstrations; null: twice model.max_length (LM-BFF's --double_demo)
+    demo_max_length: int | None = bounded(None, ge=1)
     # PET's α: weight of the auxiliary LM loss on unlabeled text; 0 turns it off (no unlabeled text is encoded)
     lm_weight: float = bounded(1.0e-4, ge=0)
     unlabeled_size: int = bounded(1000, ge=0)  # unlabeled texts drawn by seed from the pool outside the split
@@ -104,6 +109,10 @@ class Pet(Method):
             return None
         seed = self.task.seed
         return [draw_per_label(self.demonstration_pool, 1, random.Random(f"{seed}:{e.guid}"), e.guid) for e in examples]
+
+    def context_length(self) -> int:
+        wanted = self.cfg.demo_max_length or 2 * self.max_length
+        return self._within_positions(wanted, "method.demo_max_length")
 
     def setup(self) -> None:
         self.demonstration_pool: list[list[Example]] = [[] for _ in self.task.labels]

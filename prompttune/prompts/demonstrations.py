@@ -1,9 +1,9 @@
 """Demonstrations (GPT-3's in-context learning, LM-BFF): training examples written as the pattern filled with
 their label word, put in the context of each query.
 
-The query is encoded first and always keeps its mask; the demonstrations share what is left of max_length,
-their texts cut longest first, and whole demonstrations are dropped (farthest from the query first) when even
-their pattern words do not fit.
+The query is encoded first (cut to the method's max_length) and always keeps its mask; the demonstrations share
+what is left of the context length, their texts cut longest first, and whole demonstrations are dropped
+(farthest from the query first) when even their pattern words do not fit.
 """
 
 import random
@@ -35,8 +35,16 @@ class DemonstrationEncoder:
     """Encodes each query with its demonstrations before it (in-context learning, causal LMs) or after it
     (LM-BFF on masked LMs), separated by `separator` tokens."""
 
-    def __init__(self, encoder: TemplateEncoder, label_words: list[list[int]], separator: list[int], after_query: bool):
+    def __init__(
+        self,
+        encoder: TemplateEncoder,
+        label_words: list[list[int]],
+        separator: list[int],
+        after_query: bool,
+        context_length: int,
+    ):
         self.encoder = encoder
+        self.context_length = context_length
         self.label_words = label_words
         self.separator = separator
         self.after_query = after_query
@@ -51,7 +59,7 @@ class DemonstrationEncoder:
         ]
 
     def _with_context(self, query: EncodedExample, demos: list[tuple[dict[str, list[int]], int]]) -> EncodedExample:
-        context = self._context(demos, self.encoder.max_length - len(query.input_ids))
+        context = self._context(demos, self.context_length - len(query.input_ids))
         if not context:
             return query
         prefix, suffix = self.encoder.special_tokens
