@@ -114,16 +114,24 @@ def test_icl_puts_demonstrations_of_every_label_before_the_query(model):
     assert text.count("was terrible.") == 2 and text.count("was great.") == 2
 
 
-def test_icl_demonstrations_are_cut_never_the_query():
-    method = build_method("method=icl", "model=tiny_llama", "method.max_length=40")
+def test_icl_demonstrations_are_cut_never_the_query_and_the_same_before_every_query():
+    args = ["model=tiny_llama", "model.max_length=20"]
+    method = build_method("method=icl", *args, "method.max_length=40")
     long = [Example(f"l-{i}", " ".join(["story"] * 30), i % 2) for i in range(8)]
     method.fit_examples(long, long)
-    query = Example("q", "a film about a long road trip", 1)
-    plain = build_method("method=pet", "model=tiny_llama").encode([query])[0]
-    encoded = method.encode([query])[0]
-    assert len(encoded.input_ids) <= 40
-    assert encoded.input_ids[-len(plain.input_ids) :] == plain.input_ids
-    assert len(encoded.input_ids) > len(plain.input_ids)  # some demonstrations still fit
+    queries = [Example("q", "a film about a trip", 1), Example("r", "a long film about a long road trip", 0)]
+    plain = build_method("method=pet", *args).encode(queries)
+    encoded = method.encode(queries)
+    contexts = []
+    for query, alone in zip(encoded, plain, strict=True):
+        assert len(query.input_ids) <= 40 and query.input_ids[-len(alone.input_ids) :] == alone.input_ids
+        contexts.append(query.input_ids[: -len(alone.input_ids)])
+    assert contexts[0] == contexts[1] and len(contexts[0]) > 10  # one fixed prompt of demonstrations
+
+
+def test_icl_context_must_leave_room_for_demonstrations():
+    with pytest.raises(UserError, match="method.max_length=20 leaves no room for demonstrations"):
+        build_method("method=icl", "model=tiny_llama", "model.max_length=20", "method.max_length=20")
 
 
 def test_icl_nearest_demonstrations_are_the_most_similar():

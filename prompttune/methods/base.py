@@ -178,7 +178,7 @@ class Method(nn.Module):
         return not self.backbone.cut_at_mask
 
     def context_length(self) -> int:
-        """Tokens for the query and its demonstrations together; the query alone is cut to max_length."""
+        """Tokens for a query and its demonstrations: the query is cut to max_length, they share the rest."""
         return self.max_length
 
     # --- shared machinery ---------------------------------------------------------------------
@@ -221,10 +221,8 @@ class Method(nn.Module):
         if demonstrations is None:
             return encoder.encode(examples)
         words, separator = self.head.verbalizer.first_words(), self._demonstration_separator()
-        after_query = self.demonstrations_after_query()
-        return DemonstrationEncoder(encoder, words, separator, after_query, self.context_length()).encode(
-            examples, demonstrations
-        )
+        after_query, budget = self.demonstrations_after_query(), self.context_length() - self.max_length
+        return DemonstrationEncoder(encoder, words, separator, after_query, budget).encode(examples, demonstrations)
 
     def _within_positions(self, wanted: int, key: str) -> int:
         """`wanted` tokens, or as many as the backbone has positions for (with a warning naming `key`)."""

@@ -6,8 +6,9 @@ come before the query; the query is scored like PET's (label words at the mask /
 every query (and for the content-free input of contextual calibration, as Zhao et al. 2021 do it). With
 `selection: similar` each query gets the training examples of each label nearest to it by the cosine of
 mean-pooled backbone states (KATE, Liu et al. 2022), ordered least to most similar, so the nearest sits next
-to the query. The demonstrations are cut, never the query, to fit `method.max_length` (LM-BFF's GPT-3 runs
-used 512; SmolLM2 reads 8192).
+to the query. The query is cut to model.max_length, as PET's; the demonstrations share the rest of
+`method.max_length` tokens (LM-BFF's GPT-3 runs used 512; SmolLM2 reads 8192), cut the same way before every
+query, so a set drawn by seed is one fixed prompt, which a causal LM runs once for all queries.
 """
 
 import random
@@ -17,6 +18,7 @@ from enum import StrEnum
 import torch
 
 from prompttune.data.records import Example
+from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.base import Head, Method, MethodConfig
 from prompttune.prompts.demonstrations import by_label, draw_per_label
@@ -36,7 +38,8 @@ class Selection(StrEnum):
 class IclConfig(MethodConfig):
     demos_per_class: int = bounded(4, ge=0)
     selection: Selection = Selection.random
-    max_length: int | None = bounded(512, ge=1)  # the context for demonstrations + query; null: model.max_length
+    # tokens for demonstrations + query (the query: at most model.max_length); null: twice model.max_length
+    max_length: int | None = bounded(512, ge=1)
 
     def check(self) -> None:
         super().check()
@@ -51,9 +54,17 @@ class Icl(Method):
 
     def setup(self) -> None:
         self.backbone.freeze()
-        self.max_length = self._within_positions(self.cfg.max_length or self.max_length, "method.max_length")
+        self.context = self._within_positions(self.cfg.max_length or 2 * self.max_length, "method.max_length")
+        if self.context <= self.max_length:
+            raise UserError(
+                f"method.max_length={self.context} leaves no room for demonstrations beside a query of "
+                f"model.max_length={self.max_length} tokens; raise method.max_length or lower model.max_length"
+            )
         self.pool: list[Example] = []
         self.fixed: list[Example] = []
+
+    def context_length(self) -> int:
+        return self.context
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         super().fit_examples(train, dev)  # verbalizer=auto first: the demonstrations are written with the words

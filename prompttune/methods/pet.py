@@ -19,9 +19,10 @@ With `demonstrations: true` (LM-BFF, Gao et al. 2021) each example's context als
 of each label, written as the pattern filled with its label word and drawn for that example from the train
 split (never the example itself), in label order: after the query on masked LMs as in LM-BFF, before it on
 causal LMs, whose query must end at the mask. The query is cut to model.max_length as without demonstrations,
-and the demonstrations share the rest of `demo_max_length` tokens, by default twice model.max_length (LM-BFF's
-`--double_demo`; it also caps the query and each demonstration at fixed lengths, 110 and 50 tokens on mr, where
-this cuts the longest texts first). Deviations from LM-BFF: the draw is made once per example (by
+and the demonstrations share the other `demo_max_length - model.max_length` tokens, whatever the query's length;
+`demo_max_length` is by default twice model.max_length (LM-BFF's `--double_demo`; it caps the query and each
+demonstration at fixed lengths, 110 and 50 tokens on mr, where this cuts the longest texts first). Deviations
+from LM-BFF: the draw is made once per example (by
 the seed and the example's id) rather than afresh each epoch, and inference uses one draw, not an ensemble
 over 16.
 """

@@ -1,9 +1,10 @@
 """Demonstrations (GPT-3's in-context learning, LM-BFF): training examples written as the pattern filled with
 their label word, put in the context of each query.
 
-The query is encoded first (cut to the method's max_length) and always keeps its mask; the demonstrations share
-what is left of the context length, their texts cut longest first, and whole demonstrations are dropped
-(farthest from the query first) when even their pattern words do not fit.
+The query is encoded (cut to the method's max_length) and always keeps its mask. The demonstrations share a
+fixed number of tokens, whatever the query's length, their texts cut longest first, and whole demonstrations
+are dropped (farthest from the query first) when even their pattern words do not fit: one set of
+demonstrations then reads the same before every query, and a causal LM runs it once (`models/packing.py`).
 """
 
 import random
@@ -41,10 +42,10 @@ class DemonstrationEncoder:
         label_words: list[list[int]],
         separator: list[int],
         after_query: bool,
-        context_length: int,
+        budget: int,
     ):
         self.encoder = encoder
-        self.context_length = context_length
+        self.budget = budget  # tokens for the demonstrations of a query, separators included
         self.label_words = label_words
         self.separator = separator
         self.after_query = after_query
@@ -59,7 +60,7 @@ class DemonstrationEncoder:
         ]
 
     def _with_context(self, query: EncodedExample, demos: list[tuple[dict[str, list[int]], int]]) -> EncodedExample:
-        context = self._context(demos, self.context_length - len(query.input_ids))
+        context = self._context(demos, self.budget)
         if not context:
             return query
         prefix, suffix = self.encoder.special_tokens
