@@ -129,9 +129,17 @@ def test_icl_demonstrations_are_cut_never_the_query_and_the_same_before_every_qu
     assert contexts[0] == contexts[1] and len(contexts[0]) > 10  # one fixed prompt of demonstrations
 
 
-def test_icl_context_must_leave_room_for_demonstrations():
+def test_demonstration_context_must_leave_room_beside_the_query():
     with pytest.raises(UserError, match="method.max_length=20 leaves no room for demonstrations"):
         build_method("method=icl", "model=tiny_llama", "model.max_length=20", "method.max_length=20")
+    with pytest.raises(UserError, match="method.demo_max_length=20 leaves no room for demonstrations"):
+        build_method(
+            "method=pet",
+            "model=tiny_llama",
+            "model.max_length=20",
+            "method.demonstrations=true",
+            "method.demo_max_length=20",
+        )
 
 
 def test_icl_nearest_demonstrations_are_the_most_similar():

@@ -224,12 +224,19 @@ class Method(nn.Module):
         after_query, budget = self.demonstrations_after_query(), self.context_length() - self.max_length
         return DemonstrationEncoder(encoder, words, separator, after_query, budget).encode(examples, demonstrations)
 
-    def _within_positions(self, wanted: int, key: str) -> int:
-        """`wanted` tokens, or as many as the backbone has positions for (with a warning naming `key`)."""
+    def _demonstration_context(self, wanted: int, key: str) -> int:
+        """`wanted` tokens for a query and its demonstrations, or as many as the backbone has positions for (with
+        a warning naming `key`); an error when that leaves the demonstrations no room beside the query."""
         limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or wanted
         if wanted > limit:
             log.warning("%s=%d exceeds what %s reads (%d); using %d", key, wanted, self.backbone.name, limit, limit)
-        return min(wanted, limit)
+        context = min(wanted, limit)
+        if context <= self.max_length:
+            raise UserError(
+                f"{key}={context} leaves no room for demonstrations beside a query of "
+                f"model.max_length={self.max_length} tokens; raise {key} or lower model.max_length"
+            )
+        return context
 
     def _demonstration_separator(self) -> list[int]:
         tokenizer = self.backbone.tokenizer

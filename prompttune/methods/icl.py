@@ -18,7 +18,6 @@ from enum import StrEnum
 import torch
 
 from prompttune.data.records import Example
-from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.base import Head, Method, MethodConfig
 from prompttune.prompts.demonstrations import by_label, draw_per_label
@@ -54,12 +53,7 @@ class Icl(Method):
 
     def setup(self) -> None:
         self.backbone.freeze()
-        self.context = self._within_positions(self.cfg.max_length or 2 * self.max_length, "method.max_length")
-        if self.context <= self.max_length:
-            raise UserError(
-                f"method.max_length={self.context} leaves no room for demonstrations beside a query of "
-                f"model.max_length={self.max_length} tokens; raise method.max_length or lower model.max_length"
-            )
+        self.context = self._demonstration_context(self.cfg.max_length or 2 * self.max_length, "method.max_length")
         self.pool: list[Example] = []
         self.fixed: list[Example] = []
 

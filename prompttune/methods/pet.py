@@ -22,9 +22,8 @@ causal LMs, whose query must end at the mask. The query is cut to model.max_leng
 and the demonstrations share the other `demo_max_length - model.max_length` tokens, whatever the query's length;
 `demo_max_length` is by default twice model.max_length (LM-BFF's `--double_demo`; it caps the query and each
 demonstration at fixed lengths, 110 and 50 tokens on mr, where this cuts the longest texts first). Deviations
-from LM-BFF: the draw is made once per example (by
-the seed and the example's id) rather than afresh each epoch, and inference uses one draw, not an ensemble
-over 16.
+from LM-BFF: the draw is made once per example (by the seed and the example's id) rather than afresh each
+epoch, and inference uses one draw, not an ensemble over 16.
 """
 
 import logging
@@ -112,10 +111,13 @@ class Pet(Method):
         return [draw_per_label(self.demonstration_pool, 1, random.Random(f"{seed}:{e.guid}"), e.guid) for e in examples]
 
     def context_length(self) -> int:
-        wanted = self.cfg.demo_max_length or 2 * self.max_length
-        return self._within_positions(wanted, "method.demo_max_length")
+        return self.context
 
     def setup(self) -> None:
+        self.context = self.max_length
+        if self.cfg.demonstrations:
+            wanted = self.cfg.demo_max_length or 2 * self.max_length
+            self.context = self._demonstration_context(wanted, "method.demo_max_length")
         self.demonstration_pool: list[list[Example]] = [[] for _ in self.task.labels]
         self._unlabeled: list[EncodedExample] = []
         if self.cfg.freeze_backbone:
