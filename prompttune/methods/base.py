@@ -122,6 +122,8 @@ class Method(nn.Module):
         self.backbone = backbone
         self.task = task
         self.max_length = max_length
+        # tokens for a query and its demonstrations: the query is cut to max_length, they share the rest
+        self.context_length = max_length  # methods with demonstrations widen it in setup()
         self.restored = False  # True once a checkpoint is loaded: fit_examples keeps what it holds
         if backbone is not None:
             self.template = self._checked_template(self.template_source())
@@ -177,10 +179,6 @@ class Method(nn.Module):
         """LM-BFF appends demonstrations after the query on masked LMs; a causal LM reads them before it."""
         return not self.backbone.cut_at_mask
 
-    def context_length(self) -> int:
-        """Tokens for a query and its demonstrations: the query is cut to max_length, they share the rest."""
-        return self.max_length
-
     # --- shared machinery ---------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.backbone.segment_ids(batch.get("token_type_ids")):
@@ -221,7 +219,7 @@ class Method(nn.Module):
         if demonstrations is None:
             return encoder.encode(examples)
         words, separator = self.head.verbalizer.first_words(), self._demonstration_separator()
-        after_query, budget = self.demonstrations_after_query(), self.context_length() - self.max_length
+        after_query, budget = self.demonstrations_after_query(), self.context_length - self.max_length
         return DemonstrationEncoder(encoder, words, separator, after_query, budget).encode(examples, demonstrations)
 
     def _demonstration_context(self, wanted: int, key: str) -> int:

@@ -53,12 +53,10 @@ class Icl(Method):
 
     def setup(self) -> None:
         self.backbone.freeze()
-        self.context = self._demonstration_context(self.cfg.max_length or 2 * self.max_length, "method.max_length")
+        wanted = self.cfg.max_length or 2 * self.max_length
+        self.context_length = self._demonstration_context(wanted, "method.max_length")
         self.pool: list[Example] = []
         self.fixed: list[Example] = []
-
-    def context_length(self) -> int:
-        return self.context
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         super().fit_examples(train, dev)  # verbalizer=auto first: the demonstrations are written with the words

@@ -110,14 +110,10 @@ class Pet(Method):
         seed = self.task.seed
         return [draw_per_label(self.demonstration_pool, 1, random.Random(f"{seed}:{e.guid}"), e.guid) for e in examples]
 
-    def context_length(self) -> int:
-        return self.context
-
     def setup(self) -> None:
-        self.context = self.max_length
         if self.cfg.demonstrations:
             wanted = self.cfg.demo_max_length or 2 * self.max_length
-            self.context = self._demonstration_context(wanted, "method.demo_max_length")
+            self.context_length = self._demonstration_context(wanted, "method.demo_max_length")
         self.demonstration_pool: list[list[Example]] = [[] for _ in self.task.labels]
         self._unlabeled: list[EncodedExample] = []
         if self.cfg.freeze_backbone:
