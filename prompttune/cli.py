@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "report":
-        from prompttune.report import main as report_main
+        from prompttune.commands.report import main as report_main
 
         return report_main(rest)
     if command == "bench":
-        from prompttune.bench import main as bench_main
+        from prompttune.commands.bench import main as bench_main
 
         return bench_main(rest)
     if command not in ("train", "eval"):
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.argv = [f"prompttune {command}", *rest]
     if command == "train":
-        from prompttune.train import main as entry
+        from prompttune.commands.train import main as entry
     else:
-        from prompttune.evaluate import main as entry
+        from prompttune.commands.evaluate import main as entry
     entry()
     return 0
 
@@ -83,7 +83,7 @@ def resume_arguments(rest: list[str], overrides: list[str], run_dir: Path) -> li
     """The run's own overrides (from its .hydra/overrides.yaml), into its own dir."""
     from omegaconf import OmegaConf
 
-    from prompttune.record import RunRecord
+    from prompttune.runs.record import RunRecord
 
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not run_dir.is_dir() or not saved.exists():
@@ -111,7 +111,7 @@ def resume_arguments(rest: list[str], overrides: list[str], run_dir: Path) -> li
 def place_run(command: str, rest: list[str]) -> list[str]:
     """Claim the run dir (the sweep dir with -m) before Hydra starts: a new one exclusively, or the next free
     name; a sweep dir named on the command line is used as it is, so that a sweep run again finishes there."""
-    from prompttune.rundirs import claim, reuse
+    from prompttune.runs.rundirs import claim, reuse
 
     overrides, config_dir = split_arguments(rest)
     multirun = bool(MULTIRUN_FLAGS.intersection(rest))
@@ -179,7 +179,7 @@ def check_overrides(command: str, rest: list[str]) -> None:
     from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from prompttune.config import register_configs
+    from prompttune.config.run import register_configs
 
     overrides, config_dir = split_arguments(rest)
     try:
@@ -203,7 +203,7 @@ def _sweep_values(override) -> list[str]:
 def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> None:
     from hydra import compose
 
-    from prompttune.config import validate
+    from prompttune.config.run import validate
 
     try:
         cfg = compose(command, overrides=_with_user_config_dir(overrides, config_dir))
@@ -229,7 +229,7 @@ def _check_group_choice(override: str, config_dir: Path | None) -> None:
 
 
 def _composition_problem(err: Exception, command: str) -> str:
-    from prompttune.schema import explain
+    from prompttune.config.schema import explain
 
     problem = explain(err)
     if "is not a config key" not in problem and "is invalid" not in problem and "is required" not in problem:

@@ -11,13 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
-from prompttune.bench import PATTERN
-from prompttune.config import register_configs
+from prompttune.benchmarks.peft_peers import PATTERN
+from prompttune.config.run import register_configs
 from prompttune.data import load_splits
-from prompttune.experiment import build
-from prompttune.jobs import quiet_libraries
 from prompttune.paths import CONFIG_DIR
 from prompttune.prompts.encoding import collate
+from prompttune.runs.jobs import quiet_libraries
+from prompttune.runs.lifecycle import build
 from prompttune.training.loop import _step
 from prompttune.training.precision import MasterCopies, adamw
 

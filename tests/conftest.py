@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from prompttune.config import register_configs
+from prompttune.config.run import register_configs
 
 register_configs()  # the schemas configs/*.yaml extend
 

@@ -3,8 +3,8 @@
 from hydra import compose, initialize_config_dir
 
 from prompttune.data.records import Example
-from prompttune.experiment import build
 from prompttune.paths import CONFIG_DIR
+from prompttune.runs.lifecycle import build
 
 
 def compose_config(*overrides: str, name: str = "train"):

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompttune import cli
-from prompttune.config import validate
+from prompttune.config.run import validate
 from prompttune.paths import CONFIG_DIR
 from tests.helpers import compose_config
 

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from prompttune import cli
 from prompttune.errors import UserError
-from prompttune.experiment import run_eval, run_train
-from prompttune.jobs import completed_before
+from prompttune.runs.jobs import completed_before
+from prompttune.runs.lifecycle import run_eval, run_train
 from tests.helpers import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 
 from prompttune.errors import UserError
 from prompttune.prompts.encoding import collate
-from prompttune.runs import CHECKPOINT, save_checkpoint
+from prompttune.runs.checkpoint import CHECKPOINT, save_checkpoint
 from prompttune.training.loop import train
 from tests.helpers import build_method, compose_config, toy_examples
 

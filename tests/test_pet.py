@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 
 from prompttune.data import load_splits
 from prompttune.data.records import Example
-from prompttune.ensemble import LOGITS_FILE, Member, ensemble_weights, run_ensemble, soft_labels, weighted_logits
 from prompttune.methods import method_config
-from prompttune.methods.base import distillation_loss
+from prompttune.methods.core import distillation_loss
+from prompttune.plans.ensemble import LOGITS_FILE, Member, ensemble_weights, run_ensemble, soft_labels, weighted_logits
 from prompttune.prompts.encoding import collate
 from prompttune.training.loop import TrainResult, train
 from tests.helpers import build_method, compose_config, toy_examples
@@ -193,7 +193,7 @@ def test_ensemble_run_trains_each_pattern_weights_by_dev_and_distills(tmp_path):
 
 
 def test_distilling_into_pet_gives_a_single_pattern_pet_model_without_lm_loss():
-    from prompttune.ensemble import student_method, with_method
+    from prompttune.plans.ensemble import student_method, with_method
 
     cfg = compose_config("method=pet", "method.mode=ensemble", "method.distill_into=pet", "method.pattern_id=1")
     student = student_method(cfg, method_config(cfg.method))
@@ -206,8 +206,8 @@ def test_distilling_into_pet_gives_a_single_pattern_pet_model_without_lm_loss():
 
 
 def test_ipet_labels_new_examples_with_the_other_models_in_the_train_sets_proportions():
-    from prompttune.ensemble import label_quotas, labelled_by_others
     from prompttune.methods.pet import PetConfig
+    from prompttune.plans.ensemble import label_quotas, labelled_by_others
 
     pool = [Example(f"u-{i}", f"text {i}", -1) for i in range(6)]
     splits = load_splits(compose_config("dataset=mr").dataset, shots=2, seed=13)
@@ -247,7 +247,7 @@ def test_ipet_run_trains_a_second_generation_and_distills(tmp_path):
 
 
 def test_the_distilled_classifier_gets_its_own_head_rate():
-    from prompttune.ensemble import student_method
+    from prompttune.plans.ensemble import student_method
 
     cfg = compose_config("method=pet", "method.mode=ensemble", "method.distill_head_lr=5e-3")
     student = student_method(cfg, method_config(cfg.method))

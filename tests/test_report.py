@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prompttune import report, significance
+from prompttune.commands import report
+from prompttune.reporting import significance
+from prompttune.reporting.summary import Stat
+from prompttune.reporting.tables import format_stat
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -193,9 +196,9 @@ def test_no_dir_or_no_metrics_is_a_one_line_error(tmp_path, capsys, make_args):
 
 
 def test_format_stat_uses_percent_with_one_decimal():
-    assert report.format_stat(report.Stat(0.8134, 0.0211)) == "81.3 ± 2.1"
-    assert report.format_stat(report.Stat(0.5, None)) == "50.0 ± -"
-    assert report.format_stat(report.Stat(None, None)) == "-"
+    assert format_stat(Stat(0.8134, 0.0211)) == "81.3 ± 2.1"
+    assert format_stat(Stat(0.5, None)) == "50.0 ± -"
+    assert format_stat(Stat(None, None)) == "-"
 
 
 # ---------------------------------------------------------------- statistics across seeds

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from prompttune import report
+from prompttune.commands import report
 from tests.test_report import completed_metrics, write_metrics
 
 # (seed, lr, dev accuracy, test accuracy): the best dev setting differs by seed

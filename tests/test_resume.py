@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prompttune import interrupts
 from prompttune.errors import UserError
-from prompttune.experiment import run_train
-from prompttune.record import RunRecord, config_sha, settings_of
-from prompttune.rundirs import OtherRunsDir
-from prompttune.training import loop
+from prompttune.runs.lifecycle import run_train
+from prompttune.runs.record import RunRecord, config_sha, settings_of
+from prompttune.runs.rundirs import OtherRunsDir
+from prompttune.training import interrupts, loop
 from prompttune.training.state import STATE_DIR
 from tests.helpers import compose_config
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from prompttune.predictions import PREDICTIONS_FILE, read_predictions
+from prompttune.runs.predictions import PREDICTIONS_FILE, read_predictions
 
 TINY = ["model=tiny_bert", "shots=4", "trainer.max_steps=2", "dataset.test_size=40"]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from prompttune import cli, files, rundirs
+from prompttune import cli, files
 from prompttune.errors import UserError
+from prompttune.runs import rundirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ["method=prompt_tuning", "model=tiny_bert", "shots=2", "trainer.max_steps=2", "dataset.test_size=8"]

@@ -12,12 +12,12 @@ import torch
 from omegaconf import OmegaConf
 
 from prompttune.cli import check_overrides, main
-from prompttune.config import RunConfig, validate
+from prompttune.config.logger import LOGGER_SCHEMAS
+from prompttune.config.run import RunConfig, validate
 from prompttune.data.config import DatasetConfig
 from prompttune.methods import METHODS
 from prompttune.models.config import ModelConfig
 from prompttune.paths import CONFIG_DIR
-from prompttune.tracking import LOGGER_SCHEMAS
 from prompttune.training.config import TrainerConfig
 from prompttune.training.loop import make_optimizer, train
 from tests.helpers import build_method, compose_config, toy_examples

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prompttune.record import RunRecord
+from prompttune.runs.record import RunRecord
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_bert", "shots=2", "dataset.test_size=16", "trainer.threads=1", "trainer.eval_every=5"]

@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from prompttune import launching
 from prompttune.paths import CONFIG_DIR
+from prompttune.runs import launching
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = ["model=tiny_bert", "dataset=mr", "shots=2", "trainer.max_steps=2", "dataset.test_size=16"]

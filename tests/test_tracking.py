@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prompttune.errors import UserError
-from prompttune.tracking import TensorBoardLogger, TrackingCallback, build_logger, final_metrics, flat_params
+from prompttune.runs.tracking import TensorBoardLogger, TrackingCallback, build_logger, final_metrics, flat_params
 
 TINY_SWEEP = [
     "model=tiny_bert",

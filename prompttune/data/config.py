@@ -6,8 +6,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from prompttune.config.schema import Invalid, bounded, checked_node
 from prompttune.data.package import LOADERS
-from prompttune.schema import Invalid, bounded, checked_node
 
 
 class DatasetSource(StrEnum):

@@ -5,10 +5,10 @@ import pkgutil
 
 from omegaconf import DictConfig
 
+from prompttune.config.schema import checked_node
 from prompttune.errors import UserError
-from prompttune.methods.base import Method, MethodConfig, Task
+from prompttune.methods.core import Method, MethodConfig, Task
 from prompttune.models.backbone import Backbone
-from prompttune.schema import checked_node
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -35,5 +35,5 @@ def build_method(method_cfg: DictConfig, backbone: Backbone, task: Task, max_len
 
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "heads"):
+    if _module.name not in ("core", "prompted", "heads"):
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -8,7 +8,8 @@ layer on the raw token state."""
 from dataclasses import dataclass
 
 from prompttune.methods import register
-from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.prompted import PromptedMethod
 
 
 @dataclass
@@ -17,5 +18,5 @@ class FinetuneConfig(MethodConfig):
 
 
 @register("finetune")
-class Finetune(Method):
+class Finetune(PromptedMethod):
     config_class = FinetuneConfig

@@ -17,13 +17,14 @@ from enum import StrEnum
 
 import torch
 
+from prompttune.config.schema import Invalid, bounded
 from prompttune.data.records import Example
 from prompttune.methods import register
-from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.prompted import PromptedMethod
 from prompttune.prompts.demonstrations import by_label, draw_per_label
 from prompttune.prompts.encoding import TemplateEncoder, collate
 from prompttune.prompts.template import parse_template
-from prompttune.schema import Invalid, bounded
 
 EMBED_BATCH = 32
 
@@ -47,7 +48,7 @@ class IclConfig(MethodConfig):
 
 
 @register("icl")
-class Icl(Method):
+class Icl(PromptedMethod):
     config_class = IclConfig
     trains = False
 

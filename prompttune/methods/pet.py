@@ -33,13 +33,14 @@ from enum import StrEnum
 
 import torch
 
+from prompttune.config.schema import Invalid, bounded
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.prompted import PromptedMethod
 from prompttune.prompts.demonstrations import by_label, draw_per_label
 from prompttune.prompts.encoding import EncodedExample, collate
-from prompttune.schema import Invalid, bounded
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class PetConfig(MethodConfig):
 
 
 @register("pet")
-class Pet(Method):
+class Pet(PromptedMethod):
     config_class = PetConfig
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:

@@ -6,9 +6,10 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from prompttune.config.schema import Invalid, bounded
 from prompttune.methods import register
-from prompttune.methods.base import MethodConfig, SoftPromptMethod
-from prompttune.schema import Invalid, bounded
+from prompttune.methods.core import MethodConfig
+from prompttune.methods.prompted import SoftPromptMethod, soft_prefixed
 
 
 class PromptInit(StrEnum):
@@ -28,10 +29,6 @@ class PromptTuningConfig(MethodConfig):
         super().check()
         if self.init == PromptInit.text and not (self.init_text or "").strip():
             raise Invalid("init_text", self.init_text, "some text when method.init=text, e.g. 'Is it positive?'")
-
-
-def soft_prefixed(template: str, n_tokens: int) -> str:
-    return template if "{soft" in template else f"{{soft:{n_tokens}}}{template}"
 
 
 @register("prompt_tuning")

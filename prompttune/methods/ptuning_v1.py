@@ -8,9 +8,10 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from prompttune.config.schema import bounded
 from prompttune.methods import register
-from prompttune.methods.base import MethodConfig, SoftPromptMethod
-from prompttune.schema import bounded
+from prompttune.methods.core import MethodConfig
+from prompttune.methods.prompted import SoftPromptMethod
 
 
 class Encoder(StrEnum):

@@ -24,8 +24,8 @@ from torch import nn
 
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import Head, MethodConfig, SoftPromptMethod
-from prompttune.methods.prompt_tuning import soft_prefixed
+from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.prompted import SoftPromptMethod, soft_prefixed
 from prompttune.models.backbone import write_at
 
 PREFIXES = ("key_value", "hidden_states")

@@ -18,12 +18,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from prompttune.config.schema import Invalid, bounded
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods import register
-from prompttune.methods.base import Head, Method, MethodConfig
+from prompttune.methods.core import Head, Method, MethodConfig
 from prompttune.prompts.encoding import EncodedExample
-from prompttune.schema import Invalid, bounded
 
 # analyzer -> n-gram range, by whether the language separates words with spaces
 ANALYZERS = {True: {"word": (1, 2), "char_wb": (2, 5)}, False: {"char": (1, 3)}}
@@ -61,10 +61,6 @@ class Tfidf(Method):
         self.intercept = nn.Parameter(torch.zeros(len(self.task.labels)))
         self.register_buffer("idf", torch.zeros(0))
         self.register_buffer("block", torch.zeros(0, dtype=torch.long))
-
-    @property
-    def pad_token_id(self) -> int:
-        return 0
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         if self.restored:

@@ -299,3 +299,8 @@ class Backbone(nn.Module):
     def freeze(self) -> None:
         for param in self.parameters():
             param.requires_grad_(False)
+
+
+def layer_linears(layers: list[nn.Module]) -> list[nn.Linear]:
+    """The linear maps inside the transformer layers: the weights whose matmuls dominate a forward."""
+    return [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]

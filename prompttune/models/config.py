@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from prompttune.schema import Invalid, bounded
+from prompttune.config.schema import Invalid, bounded
 
 
 class ModelSource(StrEnum):

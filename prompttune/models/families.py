@@ -14,9 +14,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, 
 
 from prompttune.errors import UserError
 from prompttune.models import packing
-from prompttune.models.backbone import Backbone, HiddenFn, pick
+from prompttune.models.backbone import Backbone, HiddenFn, layer_linears, pick
 from prompttune.models.prefix import ATTENTION, active_prefix, prefixes_from
-from prompttune.training.flops import layer_linears
 
 
 class MaskedLM(Backbone):

@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from prompttune.schema import Invalid, bounded
+from prompttune.config.schema import Invalid, bounded
 
 
 class Precision(StrEnum):

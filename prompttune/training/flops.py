@@ -15,16 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prompttune.models.backbone import layer_linears
+
 
 @dataclass
 class Usage:
     tokens: int = 0  # sum of B * L
     squares: int = 0  # sum of B * L^2
-
-
-def layer_linears(layers: list[nn.Module]) -> list[nn.Linear]:
-    """The linear maps inside the transformer layers: the weights whose matmuls dominate a forward."""
-    return [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
 
 
 class FlopCounter:

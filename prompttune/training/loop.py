@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
-from prompttune import interrupts
 from prompttune.errors import UserError
-from prompttune.methods.base import Method
+from prompttune.methods.core import Method
 from prompttune.prompts.encoding import EncodedExample, collate
+from prompttune.training import interrupts
 from prompttune.training.metrics import classification_metrics
 from prompttune.training.precision import MasterCopies, adamw, autocast
 from prompttune.training.state import Snapshots, Trainables, TrainProgress

@@ -19,9 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from prompttune.errors import UserError
+from prompttune.errors import UserError, one_line
 from prompttune.files import write_atomically, write_json
-from prompttune.record import one_line
 
 log = logging.getLogger(__name__)
 STATE_DIR = "state"

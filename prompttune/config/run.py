@@ -12,9 +12,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from prompttune.config.schema import bounded, checked_node
 from prompttune.data.config import DatasetConfig
 from prompttune.models.config import ModelConfig
-from prompttune.schema import bounded, checked_node
 from prompttune.training.config import TrainerConfig
 
 
@@ -35,8 +35,8 @@ class RunConfig:
 
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore; call before Hydra composes a config (idempotent)."""
+    from prompttune.config.logger import LOGGER_SCHEMAS
     from prompttune.methods import METHODS
-    from prompttune.tracking import LOGGER_SCHEMAS
 
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
@@ -51,8 +51,8 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Fail with one line, before any heavy work, on a config that cannot run: every key of every group."""
+    from prompttune.config.logger import checked_logger
     from prompttune.methods import method_config
-    from prompttune.tracking import checked_logger
 
     checked_node(RunConfig, cfg, "")
     method_config(cfg.method)  # by the registry: also a method node that no schema typed (eval run=, a user's YAML)

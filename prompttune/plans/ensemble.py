@@ -32,7 +32,11 @@ from safetensors.torch import save
 from prompttune.data import Splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
-from prompttune.experiment import (
+from prompttune.files import write_atomically
+from prompttune.methods import method_config
+from prompttune.methods.pet import PetConfig
+from prompttune.runs.checkpoint import now, save_checkpoint
+from prompttune.runs.lifecycle import (
     attach_unlabeled,
     begin,
     build,
@@ -41,12 +45,8 @@ from prompttune.experiment import (
     has_text_b,
     pick_device,
 )
-from prompttune.files import write_atomically
-from prompttune.methods import method_config
-from prompttune.methods.pet import PetConfig
-from prompttune.probes import peak_memory_mb
-from prompttune.record import RunRecord
-from prompttune.runs import now, save_checkpoint
+from prompttune.runs.probes import peak_memory_mb
+from prompttune.runs.record import RunRecord
 from prompttune.training.loop import TrainResult, class_logits, evaluate, train
 from prompttune.training.metrics import classification_metrics
 

@@ -8,8 +8,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from prompttune.errors import UserError
-from prompttune.record import one_line
+from prompttune.errors import UserError, one_line
 
 
 def claim(path: Path) -> Path:

@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
-from prompttune import interrupts
 from prompttune.errors import UserError
 from prompttune.files import write_json
-from prompttune.launching import torch_threads_for_job
-from prompttune.record import METRICS_FILE, RunRecord, config_sha
-from prompttune.rundirs import OtherRunsDir, owned
-from prompttune.runs import now
+from prompttune.runs.checkpoint import now
+from prompttune.runs.launching import torch_threads_for_job
+from prompttune.runs.record import METRICS_FILE, RunRecord, config_sha
+from prompttune.runs.rundirs import OtherRunsDir, owned
+from prompttune.training import interrupts
 from prompttune.training.loop import TrainingDiverged
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from prompttune.config import register_configs
-from prompttune.experiment import run_eval
-from prompttune.jobs import run_job
+from prompttune.config.run import register_configs
 from prompttune.paths import CONFIG_DIR
+from prompttune.runs.jobs import run_job
+from prompttune.runs.lifecycle import run_eval
 
 register_configs()
 

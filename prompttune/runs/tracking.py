@@ -8,39 +8,14 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from prompttune.errors import UserError
-from prompttune.schema import checked_node
+from prompttune.config.logger import checked_logger
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TensorBoardConfig:
-    name: str = MISSING
-
-
-@dataclass
-class MLflowConfig:
-    name: str = MISSING
-    tracking_uri: str | None = None  # null: a local SQLite store in `dir`; or any MLflow URI
-    dir: str = "mlruns"  # the local store (mlflow.db and artifacts/), relative to where the command runs
-    experiment_name: str = "prompttune"
-    log_checkpoint: bool = False  # true: also upload checkpoint/ (a full fine-tune's is the model's size)
-
-
-@dataclass
-class NoLoggerConfig:
-    name: str = MISSING
-
-
-# The schema of each `logger` group option (configs/logger/<name>.yaml extends schema/logger/<name>).
-LOGGER_SCHEMAS: dict[str, type] = {"tensorboard": TensorBoardConfig, "mlflow": MLflowConfig, "none": NoLoggerConfig}
 
 
 class Logger(Protocol):
@@ -141,16 +116,6 @@ class MLflowLogger:
         if relative.parts[0] == "checkpoint":
             return self.log_checkpoint
         return relative.parts[0] != "state" and relative.name != ".lock"
-
-
-def checked_logger(cfg: DictConfig | None) -> DictConfig | None:
-    """The `logger` node checked against its option's schema (unknown name or key, types), defaults filled."""
-    if cfg is None:
-        return None
-    name = cfg.get("name")
-    if name not in LOGGER_SCHEMAS:
-        raise UserError(f"logger.name={name!r} is unknown; use logger=tensorboard, mlflow or none")
-    return checked_node(LOGGER_SCHEMAS[name], cfg, "logger")[0]
 
 
 def build_logger(cfg: DictConfig | None, run_dir: Path, run_name: str) -> Logger:

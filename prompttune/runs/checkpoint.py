@@ -12,10 +12,10 @@ from safetensors.torch import save
 
 from prompttune.data.config import DatasetConfig
 from prompttune.data.records import Example
-from prompttune.errors import UserError
+from prompttune.errors import UserError, one_line
 from prompttune.files import write_atomically, write_json, write_text
 from prompttune.models.config import ModelConfig
-from prompttune.record import RunRecord, one_line
+from prompttune.runs.record import RunRecord
 from prompttune.training.config import TrainerConfig
 
 CHECKPOINT = "checkpoint/trainable.safetensors"

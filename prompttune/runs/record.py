@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from prompttune.errors import UserError
+from prompttune.errors import UserError, one_line
 from prompttune.files import write_json
 
 METRICS_FILE = "metrics.json"
@@ -103,10 +103,6 @@ class RunRecord:
     def comparable(self) -> dict[str, Any]:
         """The record without the fields that differ between two runs of one config and seed."""
         return {k: v for k, v in self.to_json().items() if k not in VOLATILE_FIELDS}
-
-
-def one_line(err: Exception | str) -> str:
-    return " ".join(str(err).split())
 
 
 def settings_of(overrides: list[str]) -> list[str]:

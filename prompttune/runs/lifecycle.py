@@ -9,20 +9,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from prompttune.config import validate
+from prompttune.config.run import validate
 from prompttune.data import Splits, load_splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.methods import METHODS, build_method
-from prompttune.methods.base import Method, Task
+from prompttune.methods.core import CLASSIFICATION, Method, Task
 from prompttune.models.loading import load_backbone
-from prompttune.predictions import PREDICTIONS_FILE, write_predictions
-from prompttune.probes import peak_memory_mb, reset_peak_memory, timed
-from prompttune.record import RunRecord, config_sha, settings_of
-from prompttune.rundirs import OtherRunsDir
-from prompttune.runs import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
-from prompttune.tracking import TrackingCallback, final_metrics, flat_params, tracking
+from prompttune.runs.checkpoint import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
+from prompttune.runs.predictions import PREDICTIONS_FILE, write_predictions
+from prompttune.runs.probes import peak_memory_mb, reset_peak_memory, timed
+from prompttune.runs.record import RunRecord, config_sha, settings_of
+from prompttune.runs.rundirs import OtherRunsDir
+from prompttune.runs.tracking import TrackingCallback, final_metrics, flat_params, tracking
 from prompttune.training import precision
 from prompttune.training.flops import FlopCounter, throughput
 from prompttune.training.loop import TrainResult, class_logits, evaluate, train
@@ -43,7 +43,8 @@ class Setup:
 def task_of(cfg: DictConfig, splits_have_text_b: bool) -> Task:
     patterns = OmegaConf.to_container(cfg.dataset.patterns, resolve=True)
     language = cfg.dataset.get("language") or "en"
-    return Task(cfg.dataset.name, list(cfg.dataset.labels), patterns, splits_have_text_b, language, int(cfg.seed))
+    kind = cfg.dataset.get("task") or CLASSIFICATION
+    return Task(cfg.dataset.name, list(cfg.dataset.labels), patterns, splits_have_text_b, language, int(cfg.seed), kind)
 
 
 def build(cfg: DictConfig, has_text_b: bool) -> Setup:
@@ -155,10 +156,8 @@ def resumable_snapshots(cfg: DictConfig, run_dir: Path, previous: RunRecord | No
 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
-    if cfg.method.get("mode") in ("ensemble", "ipet"):
-        from prompttune.ensemble import run_ensemble
-
-        return run_ensemble(cfg, run_dir)
+    """One method trained (or fitted) and tested in one run dir; plans of several runs (PET's ensemble) sit
+    one level up, in prompttune.plans, and the train command chooses between them."""
     previous = RunRecord.read(run_dir)
     snapshots = resumable_snapshots(cfg, run_dir, previous)
     record = begin(cfg, "train", run_dir, previous)

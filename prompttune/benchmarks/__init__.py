@@ -1,0 +1,1 @@
+"""`prompttune bench`: every method against its PEFT peer, one process per cell."""

@@ -1,0 +1,1 @@
+"""Thin entry points of the subcommands: `prompttune train|eval|report|bench`."""

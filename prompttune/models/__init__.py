@@ -1,0 +1,1 @@
+"""Backbones: loading (hub, offline GGUF cache), families (masked, causal, encoder-decoder), prefixes, packing."""
