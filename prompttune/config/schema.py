@@ -68,6 +68,8 @@ def _show(value: Any) -> str:
         return value.name
     if value is None:
         return "null"
+    if isinstance(value, str) and not value.isprintable():
+        return repr(value)  # a line break or control character printed raw would break the one-line message
     return str(value) if isinstance(value, int | float | str) else repr(value)
 
 
@@ -75,6 +77,8 @@ def check_values(obj: Any, key: str) -> None:
     """Run the bounds and `check()` rules of a schema object and of the schema objects inside it."""
     for f in fields(obj):
         value, where = getattr(obj, f.name), f"{key}.{f.name}" if key else f.name
+        if not _items_fit(value, f.type):
+            raise UserError(message(where, value, f"a list of {_kind(typing.get_args(f.type)[0])}s"))
         bounds = f.metadata.get("bounds")
         if bounds is not None and value is not None and not bounds.allows(value):
             raise UserError(message(where, value, bounds.describe(_kind(f.type))))
@@ -86,6 +90,17 @@ def check_values(obj: Any, key: str) -> None:
             obj.check()
         except Invalid as err:
             raise UserError(message(f"{key}.{err.key}" if key else err.key, err.value, err.allowed)) from None
+
+
+def _items_fit(value: Any, declared: Any) -> bool:
+    """Whether a list[int] or list[float] field holds numbers only (OmegaConf lets a list or mapping through as
+    an item of such a list)."""
+    if typing.get_origin(declared) is not list or not isinstance(value, list):
+        return True
+    item = typing.get_args(declared)[0] if typing.get_args(declared) else Any
+    if item not in (int, float):
+        return True
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
 
 
 def checked_node(schema: type, node: Any, key: str) -> tuple[DictConfig, Any]:

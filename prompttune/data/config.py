@@ -1,6 +1,6 @@
 """The schema of the `dataset` group: where the examples come from, the labels, the patterns."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -29,12 +29,15 @@ class PatternConfig:
     verbalizer: dict[str, list[str]] = MISSING  # label -> words
 
     def check(self) -> None:
+        # (an interpolation, e.g. ${shots}, can give a container-typed field any value: OmegaConf does not check it)
+        if not isinstance(self.verbalizer, dict):
+            raise Invalid("verbalizer", self.verbalizer, "{label: [word, ...]}")
         if self.template.count("{mask}") != 1:
             raise Invalid("template", repr(self.template), "a template with {mask} exactly once")
         if "{text_a}" not in self.template:
             raise Invalid("template", repr(self.template), "a template with {text_a}")
         for label, words in self.verbalizer.items():
-            if not words or any(not word.strip() for word in words):
+            if not isinstance(words, list) or not words or any(not isinstance(w, str) or not w.strip() for w in words):
                 raise Invalid(f"verbalizer.{label}", words, "one or more non-empty words")
 
 
@@ -68,6 +71,7 @@ class LocalConfig:
     test: str | None = None  # csv/tsv/jsonl: the test file
     dir: str | None = None  # lmbff: the k-shot/<TASK> folder
     header: bool = True  # csv/tsv: the first row names the columns
+    encoding: str = "utf-8"  # of the files (utf-8 drops a leading BOM); e.g. latin-1, cp1252 for a Windows export
     # A column name, or an integer column index for header-less CSV/TSV.
     text_a: Any = "sentence"
     text_b: Any = None
@@ -75,6 +79,10 @@ class LocalConfig:
     label_map: Any = None  # {raw value: label name} (Any: see MethodConfig.verbalizer)
 
     def check(self) -> None:
+        try:
+            "a".encode(self.encoding)  # (decoding b"" would not even look the name up)
+        except (LookupError, ValueError, TypeError):  # unknown, not a text encoding (rot13), a NUL, not text
+            raise Invalid("encoding", repr(self.encoding), "a text encoding, e.g. utf-8, latin-1, cp1252") from None
         for key in ("text_a", "text_b", "label"):
             column = getattr(self, key)
             if column is not None and (isinstance(column, bool) or not isinstance(column, str | int)):
@@ -97,9 +105,16 @@ class DatasetConfig:
     patterns: list[PatternConfig] = MISSING
 
     def check(self) -> None:
-        if getattr(self, self.source) is None:
-            raise Invalid(str(self.source), None, f"a dataset.{self.source} block (dataset.source={self.source})")
+        block = getattr(self, self.source)
+        if not is_dataclass(block):
+            raise Invalid(str(self.source), block, f"a dataset.{self.source} block (dataset.source={self.source})")
+        if not isinstance(self.labels, list):
+            raise Invalid("labels", self.labels, "a list of label names")
+        if not isinstance(self.patterns, list) or not all(isinstance(p, PatternConfig) for p in self.patterns):
+            raise Invalid("patterns", self.patterns, "a list of {template, verbalizer} patterns")
         for i, label in enumerate(self.labels):
+            if not isinstance(label, str):  # OmegaConf lets a list or mapping through as an item of list[str]
+                raise Invalid(f"labels[{i}]", label, "a label name")
             if label in ("True", "False"):  # YAML reads bare yes/no/true/false as booleans
                 raise Invalid(f"labels[{i}]", label, 'a quoted label name in the YAML, e.g. "no"')
         if len(self.labels) < 2:
@@ -107,7 +122,7 @@ class DatasetConfig:
         duplicates = sorted({label for label in self.labels if self.labels.count(label) > 1})
         if duplicates:
             raise Invalid("labels", self.labels, f"unique label names ({duplicates[0]!r} repeats)")
-        label_map = getattr(getattr(self, self.source), "label_map", None) or {}
+        label_map = getattr(block, "label_map", None) or {}
         if not isinstance(label_map, dict):
             raise Invalid(f"{self.source}.label_map", label_map, "null or {raw value: label name}")
         for raw, name in label_map.items():

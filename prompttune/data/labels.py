@@ -1,5 +1,6 @@
 """Turning raw label values from files and hub datasets into indices of the config's `labels`."""
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,8 @@ class LabelResolver:
         key = _key(raw)
         if key in self.labels:
             return self.labels.index(key)
-        if key.lstrip("-").isdigit() and 0 <= int(key) < len(self.labels):
+        # \d{1,9}: decimal digits only, which int() reads (not "²"), and never too many for it
+        if re.fullmatch(r"-?\d{1,9}", key) and 0 <= int(key) < len(self.labels):
             return int(key)
         raise UserError(
             f"{where}: label {raw!r} is neither one of {self.labels} nor an index 0..{len(self.labels) - 1}: "

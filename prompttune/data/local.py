@@ -1,7 +1,22 @@
-"""User files: CSV/TSV/JSONL train and test files, and LM-BFF's k-shot/<TASK>/<K>-<seed>/ directories."""
+"""User files: CSV/TSV/JSONL train and test files, and LM-BFF's k-shot/<TASK>/<K>-<seed>/ directories.
 
+Every file is read defensively: what is wrong with one stops the run with one line naming the file, the line
+(or record) and the fix, never a traceback.
+- Bytes are decoded with `dataset.local.encoding` (utf-8 by default, which also drops a leading BOM, as
+  utf-8-sig); a byte that is not valid there names its line and the setting (e.g. latin-1) to use.
+- Line endings may be \\n, \\r\\n or \\r, mixed within one file.
+- A CSV/TSV field may be of any length (csv's own limit, 131,072 characters, is one pasted article): texts are
+  cut to `model.max_length` when they are encoded, not here.
+- A row whose cells are all empty or blank is no record. A record whose text (`text_a`, and `text_b` where
+  set) is empty or only whitespace (or JSON null) is skipped, and the skipped records are counted in a warning;
+  a file left with no example is an error.
+"""
+
+import codecs
 import csv
+import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -11,9 +26,12 @@ from omegaconf import DictConfig
 
 from prompttune.data.labels import LabelResolver
 from prompttune.data.records import Corpus, Example
-from prompttune.errors import UserError
+from prompttune.errors import UserError, one_line
+
+log = logging.getLogger(__name__)
 
 LMBFF_SPLITS = ("train", "dev", "test")
+FIELD_SIZE_LIMIT = 2**31 - 1  # the largest csv.field_size_limit accepts on every platform (a C long)
 
 
 def load_local_corpus(cfg: DictConfig) -> Corpus:
@@ -69,28 +87,55 @@ def _required_file(cfg: DictConfig, key: str) -> Path:
 
 
 def read_examples(cfg: DictConfig, path: Path, split: str) -> list[Example]:
-    """Examples from one file, as csv/tsv/jsonl by dataset.local.format (lmbff: by the file's suffix)."""
+    """Examples from one file, as csv/tsv/jsonl by dataset.local.format (lmbff: by the file's suffix); records
+    with an empty or whitespace-only text are skipped with a warning (see the module's docstring)."""
     kind = path.suffix.lstrip(".") if cfg.local.format == "lmbff" else cfg.local.format
     resolver = LabelResolver(list(cfg.labels), cfg.local.label_map, "dataset.local.label_map")
+    text = _read_text(path, cfg.local.encoding)
     if kind == "jsonl":
-        records = _read_jsonl(path)
+        records = _read_jsonl(path, text)
         fields = {key: cfg.local[key] for key in ("text_a", "text_b", "label") if cfg.local[key] is not None}
     else:
-        header, records = _read_table(path, "\t" if kind == "tsv" else ",", cfg.local.header)
+        header, records = _read_table(path, text, "\t" if kind == "tsv" else ",", cfg.local.header)
         fields = {key: _column_index(cfg, key, header, path) for key in ("text_a", "text_b", "label")}
         fields = {key: index for key, index in fields.items() if index is not None}
-    return [_example(record, fields, resolver, split, i, f"{path} record {i + 1}") for i, record in enumerate(records)]
+    examples = [
+        _example(record, fields, resolver, split, i, f"{path} record {i + 1}") for i, record in enumerate(records)
+    ]
+    kept = [example for example in examples if example is not None]
+    skipped = len(examples) - len(kept)
+    if not kept:
+        blank = f" ({skipped} records with an empty text skipped)" if skipped else ""
+        raise UserError(f"{path} holds no examples{blank}: fix the file or dataset.local.text_a")
+    if skipped:
+        log.warning("%s: skipped %d of %d records whose text is empty or only whitespace", path, skipped, len(examples))
+    return kept
 
 
-def _example(record: Any, fields: dict[str, Any], resolver: LabelResolver, split: str, i: int, where: str) -> Example:
+def _example(
+    record: Any, fields: dict[str, Any], resolver: LabelResolver, split: str, i: int, where: str
+) -> Example | None:
+    """The record as an Example; None when a text it should have is empty or only whitespace."""
     values = {key: _field(record, column, key, where) for key, column in fields.items()}
-    text_b = values.get("text_b")
+    texts = {key: _text(values[key], key, where) for key in ("text_a", "text_b") if key in values}
+    if any(text is None for text in texts.values()):
+        return None
     return Example(
         guid=f"{split}-{i}",
-        text_a=str(values["text_a"]),
+        text_a=texts["text_a"],
         label=resolver(values["label"], where),
-        text_b=None if text_b is None else str(text_b),
+        text_b=texts.get("text_b"),
     )
+
+
+def _text(value: Any, key: str, where: str) -> str | None:
+    """A text cell (or JSON value) as a string; None when empty, only whitespace or JSON null."""
+    if isinstance(value, dict | list):
+        raise UserError(
+            f"{where}: {key} is a JSON {type(value).__name__}, not a text: fix dataset.local.{key} or the file"
+        )
+    text = "" if value is None else str(value)
+    return text if text.strip() else None
 
 
 def _field(record: Any, column: Any, key: str, where: str) -> Any:
@@ -101,11 +146,35 @@ def _field(record: Any, column: Any, key: str, where: str) -> Any:
         raise UserError(f"{where} has no column {column!r} ({have}): fix dataset.local.{key} or the file") from None
 
 
-def _read_table(path: Path, delimiter: str, header: bool) -> tuple[list[str] | None, list[list[str]]]:
+def _read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded; with utf-8, a leading byte order mark is dropped (utf-8-sig)."""
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}): check that it is a readable file") from None
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = len((raw[: err.start] + b"x").splitlines())  # bytes split lines at \n, \r\n and \r only
+        raise UserError(
+            f"{path} line {line} is not valid {err.encoding} (byte 0x{raw[err.start]:02x}): set "
+            "dataset.local.encoding=latin-1 (cp1252 for a Windows export) or re-encode the file as UTF-8"
+        ) from None
+
+
+def _read_table(path: Path, text: str, delimiter: str, header: bool) -> tuple[list[str] | None, list[list[str]]]:
     # GLUE/LM-BFF TSVs are unquoted and contain stray quote characters: read tabs literally.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = [row for row in csv.reader(f, delimiter=delimiter, quoting=quoting) if row]
+    # No limit on a field's length: a text is cut to model.max_length when it is encoded, not here.
+    csv.field_size_limit(FIELD_SIZE_LIMIT)
+    # newline="": \n, \r\n and \r all end a line, and line breaks inside a quoted field are kept as they are.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    try:
+        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise UserError(f"{path} line {reader.line_num} cannot be read ({one_line(err)}): fix the file") from None
     if not header:
         return None, rows
     if not rows:
@@ -126,17 +195,17 @@ def _column_index(cfg: DictConfig, key: str, header: list[str] | None, path: Pat
     return header.index(column)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, text: str) -> list[dict]:
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path} line {line_number} is not valid JSON ({err.msg}): fix the file") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path} line {line_number} is not a JSON object: write one object per line")
-            records.append(record)
+    for line_number, line in enumerate(io.StringIO(text, newline=None), start=1):  # any line ending
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:  # also a too deeply nested value or a too long integer
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else one_line(err)
+            raise UserError(f"{path} line {line_number} is not valid JSON ({reason}): fix the file") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path} line {line_number} is not a JSON object: write one object per line")
+        records.append(record)
     return records

@@ -23,6 +23,8 @@ def register(name: str):
 
 def method_config(method_cfg: DictConfig) -> MethodConfig:
     """The `method` node checked against its method's schema (types, choices, unknown keys, ranges)."""
+    if not isinstance(method_cfg, DictConfig | dict):
+        raise UserError(f"method must be a mapping with a name (method=NAME), not {method_cfg!r}")
     name = method_cfg.get("name")
     if name not in METHODS:
         raise UserError(f"method {name!r} is unknown; use one of {sorted(METHODS)}")

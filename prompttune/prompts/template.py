@@ -64,6 +64,8 @@ def parse_template(source: str) -> Template:
 
 def _slot(source: str, name: str, count: str | None) -> Segment:
     if name == "soft":
+        if count is not None and len(count) > 6:  # int() refuses over 4300 digits, and no prompt is that long
+            raise UserError(f"template {source!r}: {{soft:N}} with a {len(count)}-digit N; use at most 999999 tokens")
         n = int(count) if count is not None else 1
         if n < 1:
             raise UserError(f"template {source!r}: {{soft:{count}}} needs at least one token")
