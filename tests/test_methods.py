@@ -143,3 +143,15 @@ def test_linear_head_methods_run_on_an_encoder_without_lm_head(overrides):
     method = build_method(*overrides, "model=minilm_l6")
     batch = collate(method.encode(toy_examples(2)), method.backbone.tokenizer.pad_token_id)
     assert method(batch).shape == (2, 2)
+
+
+def test_ptuning_v1_prompt_encoder_runs_under_bf16_autocast():
+    """oneDNN has no bf16 LSTM on CPUs without AVX512-BF16/AMX: the encoder's LSTM runs in fp32 under autocast."""
+    from prompttune.methods.ptuning_v1 import Encoder, PromptEncoder
+
+    encoder = PromptEncoder(6, 16, 16, Encoder.lstm)
+    plain = encoder()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoder()
+    assert mixed.shape == (6, 16)
+    torch.testing.assert_close(mixed.float(), plain, atol=0.05, rtol=0.05)

@@ -49,7 +49,10 @@ class PromptEncoder(nn.Module):
     def forward(self) -> torch.Tensor:
         states = self.embedding.weight.unsqueeze(0)
         if self.lstm is not None:
-            states = self.lstm(states)[0]
+            # In fp32 even under bf16 autocast: oneDNN has no bf16 LSTM on CPUs without AVX512-BF16/AMX (it
+            # raises "could not create a primitive descriptor"), and the encoder is a few thousand numbers.
+            with torch.autocast(states.device.type, enabled=False):
+                states = self.lstm(states.float())[0]
         return self.mlp(states).squeeze(0)
 
 
