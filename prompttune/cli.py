@@ -71,6 +71,10 @@ def prepare(command: str, rest: list[str]) -> list[str] | None:
         rest = resume_arguments(rest, overrides, Path(resume))
         if rest is None:
             return None
+    if command == "eval" and value_of(overrides, "run") is not None:
+        from prompttune.runs.lifecycle import check_eval_overrides
+
+        check_eval_overrides(overrides)
     check_overrides(command, rest)
     return rest if resume is not None else place_run(command, rest)
 
@@ -93,12 +97,15 @@ def resume_arguments(rest: list[str], overrides: list[str], run_dir: Path) -> li
         raise UserError(f"resume={run_dir}: {run_dir / 'metrics.json'} is missing; it is not a run directory")
     if record.command != "train":
         raise UserError(f"resume={run_dir} is a `prompttune {record.command}` run; only training runs resume")
+    changed = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        raise UserError(
+            f"resume=DIR takes the run's config from DIR; drop {', '.join(changed)} (only trainer.threads, "
+            "trainer.save_every and hydra.* may be added)"
+        )
     if record.status == "completed":
         print(f"{run_dir} already completed (test accuracy {record.test['accuracy']:.4f}); nothing to resume")
         return None
-    changed = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_MAY_CHANGE)]
-    if changed:
-        raise UserError(f"resume=DIR takes the run's config from DIR; drop {changed[0]}")
     try:
         original = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith("resume=")]
     except Exception as err:  # yaml's and omegaconf's errors have no common base

@@ -1,5 +1,6 @@
 """The logger group: TensorBoard events and MLflow runs, read back through each library's own reader."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,14 @@ TINY_SWEEP = [
 ]
 
 
+def without_tracking_uri() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
 def sweep(tmp_path: Path, *args: str) -> Path:
     sweep_dir = tmp_path / "sweep"
     command = [sys.executable, "-m", "prompttune", "train", "-m", *TINY_SWEEP, *args, f"hydra.sweep.dir={sweep_dir}"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=without_tracking_uri())
     assert done.returncode == 0, done.stderr
     return sweep_dir
 
@@ -56,11 +61,16 @@ def test_tensorboard_events_of_a_tiny_sweep_read_back(tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_runs_of_a_tiny_sweep_read_back(tmp_path):
+def test_mlflow_runs_of_a_tiny_sweep_read_back(tmp_path, monkeypatch):
+    """With no tracking URI anywhere, the runs land where MLflow itself looks: `mlflow ui` in that dir finds them."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     sweep(tmp_path, "logger=mlflow")
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert len(mlflow.search_runs(experiment_names=["prompttune"])) == 4
+    client = MlflowClient()
     experiment = client.get_experiment_by_name("prompttune")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(
@@ -85,7 +95,28 @@ def test_logger_none_writes_no_event_files(tmp_path):
     args = ["train", "model=tiny_bert", "shots=2", "trainer.max_steps=1", "dataset.test_size=8", "logger=none"]
     done = subprocess.run([sys.executable, "-m", "prompttune", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert done.returncode == 0
-    assert not list(run_dir.glob("events.out.tfevents.*")) and not (tmp_path / "mlruns").exists()
+    assert not list(run_dir.glob("events.out.tfevents.*")) and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_uri_from_the_environment(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    args = [
+        "train",
+        "method=tfidf",
+        "shots=4",
+        "dataset.test_size=8",
+        "logger=mlflow",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    ]
+    env = without_tracking_uri() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'elsewhere.db'}"}
+    done = subprocess.run([sys.executable, "-m", "prompttune", *args], cwd=tmp_path, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("prompttune").experiment_id])
+    assert [r.info.run_name for r in runs] == ["train-tfidf-mr-K4-seed13"]
 
 
 def test_tensorboard_logger_through_the_loop_callback(tmp_path):
@@ -121,6 +152,7 @@ def test_flat_params_and_final_metrics():
     [
         ({"name": "wandb"}, "logger.name='wandb' is unknown"),
         ({"name": "none", "dir": "x"}, "logger.dir is not a config key"),
+        ({"name": "mlflow", "dir": "mlruns"}, "logger.dir is not a config key"),
     ],
 )
 def test_bad_logger_config_is_a_user_error(tmp_path, logger, message):

@@ -17,8 +17,9 @@ class TensorBoardConfig:
 @dataclass
 class MLflowConfig:
     name: str = MISSING
-    tracking_uri: str | None = None  # null: a local SQLite store in `dir`; or any MLflow URI
-    dir: str = "mlruns"  # the local store (mlflow.db and artifacts/), relative to where the command runs
+    # null: what MLflow itself would use (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db where the command runs);
+    # or any MLflow URI (http://host:5000, sqlite:///path.db, databricks)
+    tracking_uri: str | None = None
     experiment_name: str = "prompttune"
     log_checkpoint: bool = False  # true: also upload checkpoint/ (a full fine-tune's is the model's size)
 

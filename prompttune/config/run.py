@@ -12,8 +12,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from prompttune.config.schema import bounded, checked_node
+from prompttune.config.schema import bounded, checked_node, message
 from prompttune.data.config import DatasetConfig
+from prompttune.errors import UserError
 from prompttune.models.config import ModelConfig
 from prompttune.training.config import TrainerConfig
 
@@ -55,5 +56,15 @@ def validate(cfg: DictConfig) -> None:
     from prompttune.methods import method_config
 
     checked_node(RunConfig, cfg, "")
-    method_config(cfg.method)  # by the registry: also a method node that no schema typed (eval run=, a user's YAML)
+    method = method_config(cfg.method)  # by the registry: also a method node no schema typed (eval run=, a user's YAML)
+    soft, max_length = method.soft_input_tokens(), int(cfg.model.max_length)
+    if soft >= max_length:
+        raise UserError(
+            message(
+                "method.n_tokens",
+                cfg.method.n_tokens,
+                f"fewer soft tokens than model.max_length={max_length}, which they share with the text "
+                "(lower method.n_tokens or raise model.max_length)",
+            )
+        )
     checked_logger(cfg.get("logger"))

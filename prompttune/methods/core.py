@@ -70,6 +70,11 @@ class MethodConfig:
     prompt_lr: float | None = bounded(None, ge=0)  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
     head_lr: float | None = bounded(None, ge=0)  # a linear/classification head's own learning rate; null: lr
 
+    def soft_input_tokens(self) -> int:
+        """The fewest input positions the method's soft tokens take (text and soft tokens share
+        model.max_length); checked before anything is built."""
+        return 0
+
     def check(self) -> None:
         if self.verbalizer is not None and self.verbalizer != AUTO and not is_word_lists(self.verbalizer):
             raise Invalid("verbalizer", self.verbalizer, "null, auto or {label: [word, ...]} with non-empty words")

@@ -25,6 +25,9 @@ class PromptTuningConfig(MethodConfig):
     init: PromptInit = PromptInit.vocab
     init_text: str | None = None
 
+    def soft_input_tokens(self) -> int:
+        return self.n_tokens
+
     def check(self) -> None:
         super().check()
         if self.init == PromptInit.text and not (self.init_text or "").strip():

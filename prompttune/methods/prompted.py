@@ -17,6 +17,7 @@ from prompttune.methods.core import AUTO, Method
 from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerHead
 from prompttune.models.backbone import pick
 from prompttune.models.families import EncoderDecoder
+from prompttune.models.memory import TRAINED_BYTES, check_fits
 from prompttune.prompts import label_search
 from prompttune.prompts.demonstrations import DemonstrationEncoder
 from prompttune.prompts.encoding import EncodedExample, TemplateEncoder, collate
@@ -108,10 +109,7 @@ class PromptedMethod(Method):
     def _demonstration_context(self, wanted: int, key: str) -> int:
         """`wanted` tokens for a query and its demonstrations, or as many as the backbone has positions for (with
         a warning naming `key`); an error when that leaves the demonstrations no room beside the query."""
-        limit = getattr(self.backbone.model.config, "max_position_embeddings", None) or wanted
-        if wanted > limit:
-            log.warning("%s=%d exceeds what %s reads (%d); using %d", key, wanted, self.backbone.name, limit, limit)
-        context = min(wanted, limit)
+        context = self.backbone.fitting_length(wanted, key)
         if context <= self.max_length:
             raise UserError(
                 f"{key}={context} leaves no room for demonstrations beside a query of "
@@ -221,6 +219,18 @@ class SoftPromptMethod(PromptedMethod):
     """A method that trains soft tokens placed at the template's {soft} slots (trained at trainer.prompt_lr)."""
 
     soft_tokens_allowed = True
+
+    def prepare(self) -> None:
+        super().prepare()
+        check_fits(
+            self.prompt_numbers() * TRAINED_BYTES,
+            f"method.n_tokens={self.cfg.n_tokens} (its prompt parameters, gradients and AdamW moments)",
+            "lower method.n_tokens",
+        )
+
+    def prompt_numbers(self) -> int:
+        """About how many numbers the prompt parameters hold: estimated before they are allocated."""
+        return self.template.n_soft * self.backbone.hidden_size
 
 
 def soft_prefixed(template: str, n_tokens: int) -> str:

@@ -26,6 +26,9 @@ class PTuningV1Config(MethodConfig):
     encoder: Encoder = Encoder.lstm
     encoder_hidden: int | None = bounded(None, ge=2)  # null: the model's hidden size
 
+    def soft_input_tokens(self) -> int:
+        return self.n_tokens  # at the first anchor at least
+
 
 def soft_among_anchors(template: str, n_tokens: int) -> str:
     """`{text_a} It was {mask}.` -> `{soft:3}{text_a}{soft:3} It was {mask}.` (unless it has soft slots)."""

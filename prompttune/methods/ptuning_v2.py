@@ -22,6 +22,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from prompttune.config.schema import bounded
 from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.core import Head, MethodConfig
@@ -46,11 +47,14 @@ class PTuningV2Config(MethodConfig):
     head: Head = Head.linear  # as the paper; verbalizer is an option
     freeze_backbone: bool = True
     prefix: Prefix = Prefix.key_value  # key_value: per-layer key/value prefixes (the paper) | hidden_states (ablation)
-    n_tokens: int = 16  # prefix length at every layer
+    n_tokens: int = bounded(16, ge=1)  # prefix length at every layer
     init: DeepInit = DeepInit.vocab  # vocab: what sampled real tokens produce at each layer | random
     reparameterize: bool = False  # produce the prefixes through a two-layer MLP (random init)
-    reparam_hidden: int = 512
-    prefix_dropout: float = 0.0  # dropout on the prefixes (key_value), as P-Tuning v2's prefix encoder
+    reparam_hidden: int = bounded(512, ge=1)
+    prefix_dropout: float = bounded(0.0, ge=0, le=1)  # dropout on the prefixes (key_value), as P-Tuning v2's
+
+    def soft_input_tokens(self) -> int:
+        return self.n_tokens if self.prefix == Prefix.hidden_states else 0  # key/value prefixes take no position
 
 
 class KeyValuePrefixes(nn.Module):
@@ -122,8 +126,6 @@ class PTuningV2(SoftPromptMethod):
                 "method.prefix=key_value puts its prompts in the attention, not in the text: drop the {soft} slots "
                 "from the template (or use method.prefix=hidden_states)"
             )
-        if self.cfg.n_tokens < 1:
-            raise UserError(f"method.n_tokens={self.cfg.n_tokens}: a prefix needs at least 1 token")
         self.kv_prefixes = KeyValuePrefixes(
             self._initial_key_values(),
             self.cfg.reparameterize,
@@ -160,6 +162,10 @@ class PTuningV2(SoftPromptMethod):
         prefixes = self.kv_prefixes()
         with self.backbone.key_value_prefixes(lambda i: (prefixes[i, 0][None], prefixes[i, 1][None])):
             return self.backbone.hidden_states(input_ids, attention_mask)
+
+    def prompt_numbers(self) -> int:
+        n_sites = len(self.backbone.prompt_layers()) * (1 if self.on_hidden_states else 2)
+        return n_sites * self.cfg.n_tokens * self.backbone.hidden_size  # key/value widths are at most hidden
 
     def prompt_parameters(self) -> list[nn.Parameter]:
         return list((self.deep_prompts if self.on_hidden_states else self.kv_prefixes).parameters())

@@ -3,6 +3,7 @@ what differs: how the mask is laid out, how a sequence is pooled, how label word
 are the prompt layers, where the LM head is."""
 
 import copy
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import ClassVar
@@ -13,6 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
 from prompttune.models.prefix import ATTENTION, prefixes_from
+
+log = logging.getLogger(__name__)
 
 # A method's way of running the backbone: (input_ids, attention_mask, soft_positions) -> hidden [B, L, H]
 HiddenFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -189,6 +192,18 @@ class Backbone(nn.Module):
         return self._derived["head_transform"]
 
     # --- prompt layers (deep prompts) -----------------------------------------------------------
+
+    @property
+    def max_positions(self) -> int | None:
+        """The positions the model reads (None: no absolute limit, as T5's relative positions)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def fitting_length(self, wanted: int, key: str) -> int:
+        """`wanted` tokens, or as many as the model has positions for, with a warning naming `key`."""
+        limit = self.max_positions or wanted
+        if wanted > limit:
+            log.warning("%s=%d exceeds what %s reads (%d positions); using %d", key, wanted, self.name, limit, limit)
+        return min(wanted, limit)
 
     def prompt_layers(self) -> list[nn.Module]:
         """The transformer layers, in order, that deep prompts enter."""

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from prompttune.errors import UserError
 from prompttune.models.backbone import Backbone
 from prompttune.models.families import CausalLM, EncoderDecoder, EncoderOnly, MaskedLM
+from prompttune.models.memory import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def _load_hub(model_cfg: DictConfig) -> Loaded:
         config = AutoConfig.from_pretrained(name, trust_remote_code=remote)
         family = family_of(model_cfg.kind, config)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=remote)
+        check_fits(fp32_bytes(family, config), f"model {name} (fp32 weights, as loaded)", "choose a smaller model")
         model = family.auto_class.from_pretrained(name, dtype=torch.float32, trust_remote_code=remote)
     except OSError as err:
         reason = str(err).strip().splitlines()[0][:160]
@@ -76,6 +78,13 @@ def _load_hub(model_cfg: DictConfig) -> Loaded:
             "or a local folder path: use model=smollm2_135m, model=minilm_l6 or a tiny model offline"
         ) from None
     return model, tokenizer, family
+
+
+def fp32_bytes(family: type[Backbone], config) -> int:
+    """The model's fp32 weights, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = family.auto_class.from_config(config)
+    return 4 * sum(p.numel() for p in model.parameters())
 
 
 def _load_package_folder(model_cfg: DictConfig) -> Loaded:

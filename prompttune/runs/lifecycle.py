@@ -51,7 +51,10 @@ def build(cfg: DictConfig, has_text_b: bool) -> Setup:
     device = pick_device(cfg.trainer.device)
     torch.manual_seed(int(cfg.seed))
     backbone = load_backbone(cfg.model) if METHODS[cfg.method.name].uses_backbone else None
-    method = build_method(cfg.method, backbone, task_of(cfg, has_text_b), int(cfg.model.max_length))
+    max_length = int(cfg.model.max_length)
+    if backbone is not None:
+        max_length = backbone.fitting_length(max_length, "model.max_length")
+    method = build_method(cfg.method, backbone, task_of(cfg, has_text_b), max_length)
     method.to(device)
     if backbone is not None:
         precision.hold_backbone(method, cfg.trainer.precision, device)
@@ -238,13 +241,19 @@ def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
 EVAL_OVERRIDABLE = ("trainer.", "method.calibration", "run", "logger")
 
 
+def check_eval_overrides(overrides: list[str]) -> None:
+    """`eval run=DIR` takes the run's config: an override of anything else is an error naming it."""
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    rejected = [k for k in keys if not k.startswith(EVAL_OVERRIDABLE) and not k.startswith("hydra.")]
+    if rejected:
+        raise UserError(
+            f"eval run=DIR takes {', '.join(rejected)} from the run; drop {'them' if len(rejected) > 1 else 'it'} "
+            "(only trainer.*, method.calibration and logger may change)"
+        )
+
+
 def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if not key.startswith(EVAL_OVERRIDABLE):
-            raise UserError(
-                f"eval run=... takes {key} from the run; only trainer.*, method.calibration and logger may change"
-            )
+    check_eval_overrides(overrides)
     source_dir, trained_cfg, state = load_run(cfg.run)
     changes = [o for o in overrides if not o.startswith(("run=", "logger"))]
     merged = OmegaConf.merge(trained_cfg, OmegaConf.from_dotlist(changes), {"logger": cfg.get("logger")})

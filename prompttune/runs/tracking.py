@@ -5,7 +5,9 @@ and TrackingCallback turns those calls into metrics.
 """
 
 import fcntl
+import hashlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,25 +68,25 @@ class TensorBoardLogger:
 
 class MLflowLogger:
     """One MLflow run per job: the resolved config as params, metrics by step, the run dir's files as artifacts.
-    The default store is a SQLite file (mlruns/mlflow.db, artifacts in mlruns/artifacts) below the directory the
-    command runs in; `logger.tracking_uri` points anywhere MLflow can (http://..., sqlite:///..., databricks)."""
+    The store is the one MLflow itself would use, so `mlflow ui` and `mlflow.search_runs()` find the runs with no
+    flags: MLFLOW_TRACKING_URI when set, else MLflow's default (sqlite:///mlflow.db in the directory the command
+    runs in, artifacts where MLflow puts them); `logger.tracking_uri` overrides both."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str):
+        import mlflow
         from mlflow.tracking import MlflowClient
 
         for chatty in ("mlflow", "alembic"):  # table creation and migrations log at INFO
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.run_dir, self.log_checkpoint = run_dir, bool(cfg.log_checkpoint)
-        store = Path(cfg.dir).expanduser().resolve()
-        store.mkdir(parents=True, exist_ok=True)
+        uri = cfg.tracking_uri or mlflow.get_tracking_uri()
         # Parallel jobs would race to create the tables and the experiment: one at a time.
-        with open(store / ".lock", "w") as lock:
+        with open(_lock_path(uri), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.client = MlflowClient(tracking_uri=cfg.tracking_uri or f"sqlite:///{store / 'mlflow.db'}")
+            self.client = MlflowClient(tracking_uri=uri)
             experiment = self.client.get_experiment_by_name(cfg.experiment_name)
             if experiment is None:
-                location = None if cfg.tracking_uri else (store / "artifacts").as_uri()
-                experiment_id = self.client.create_experiment(cfg.experiment_name, artifact_location=location)
+                experiment_id = self.client.create_experiment(cfg.experiment_name)
             else:
                 experiment_id = experiment.experiment_id
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
@@ -116,6 +118,14 @@ class MLflowLogger:
         if relative.parts[0] == "checkpoint":
             return self.log_checkpoint
         return relative.parts[0] != "state" and relative.name != ".lock"
+
+
+def _lock_path(uri: str) -> Path:
+    """One lock per store, beside a local SQLite file, else in the temp dir."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        return database.with_name(database.name + ".lock")
+    return Path(tempfile.gettempdir()) / f"prompttune-mlflow-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
 def build_logger(cfg: DictConfig | None, run_dir: Path, run_name: str) -> Logger:
