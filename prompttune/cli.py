@@ -217,6 +217,18 @@ def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> N
     except Exception as err:
         raise UserError(_composition_problem(err, command)) from None
     validate(cfg)
+    _check_model_is_used(cfg, overrides)
+
+
+def _check_model_is_used(cfg, overrides: list[str]) -> None:
+    """A model setting for a method that loads no language model (tfidf, bilstm, textcnn) would be ignored."""
+    from prompttune.methods import METHODS
+
+    if METHODS[cfg.method.name].uses_backbone:
+        return
+    given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "model"]
+    if given:
+        raise UserError(f"method={cfg.method.name} loads no language model, so {given[0]} would be ignored; drop it")
 
 
 def _with_user_config_dir(overrides: list[str], config_dir: Path | None) -> list[str]:

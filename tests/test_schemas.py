@@ -94,7 +94,13 @@ BAD_INPUTS = [
     (["method.n_tokens=3"], "method.n_tokens is not a config key; allowed keys here: name, head"),
     (["dataset.nope=1"], "dataset.nope is not a config key; allowed keys here: name, source, labels"),
     (["model.nope=1"], "model.nope is not a config key; allowed keys here: name, source, kind"),
-    (["method=nope"], "method 'nope' is unknown; choose one of: finetune, icl, pet"),
+    (["method=nope"], "method 'nope' is unknown; choose one of: bilstm, finetune, icl, pet"),
+    (["method=bilstm", "method.vectors=fasttext"], "method.vectors=fasttext is invalid; allowed: glove, zh_word2vec"),
+    (
+        ["method=bilstm", "model=minilm_l6"],
+        "method=bilstm loads no language model, so model=minilm_l6 would be ignored",
+    ),
+    (["method=tfidf", "model.max_length=64"], "method=tfidf loads no language model, so model.max_length=64 would be"),
     # every job of a sweep is checked before the first starts
     (["-m", "method=pet,finetune", "trainer.batch_size=0"], "trainer.batch_size=0 is invalid; allowed: a whole"),
     (["-m", "seed=13,abc"], "seed=abc is invalid; allowed: a whole number"),

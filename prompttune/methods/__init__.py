@@ -4,8 +4,9 @@ import importlib
 import pkgutil
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from prompttune.config.schema import checked_node
+from prompttune.config.schema import checked_node, explain
 from prompttune.errors import UserError
 from prompttune.methods.core import Method, MethodConfig, Task
 from prompttune.models.backbone import Backbone
@@ -25,7 +26,10 @@ def method_config(method_cfg: DictConfig) -> MethodConfig:
     """The `method` node checked against its method's schema (types, choices, unknown keys, ranges)."""
     if not isinstance(method_cfg, DictConfig | dict):
         raise UserError(f"method must be a mapping with a name (method=NAME), not {method_cfg!r}")
-    name = method_cfg.get("name")
+    try:
+        name = method_cfg.get("name")
+    except OmegaConfBaseException as err:  # e.g. a name that interpolates a missing key
+        raise UserError(explain(err, "method")) from None
     if name not in METHODS:
         raise UserError(f"method {name!r} is unknown; use one of {sorted(METHODS)}")
     return checked_node(METHODS[name].config_class, method_cfg, "method")[1]

@@ -70,6 +70,10 @@ class MethodConfig:
     prompt_lr: float | None = bounded(None, ge=0)  # soft-prompt parameters' learning rate; null: trainer.prompt_lr
     head_lr: float | None = bounded(None, ge=0)  # a linear/classification head's own learning rate; null: lr
 
+    def unlabeled_texts(self) -> int:
+        """How many unlabeled texts of the training pool (outside the few-shot split) the method learns from."""
+        return 0
+
     def soft_input_tokens(self) -> int:
         """The fewest input positions the method's soft tokens take (text and soft tokens share
         model.max_length); checked before anything is built."""
@@ -142,6 +146,9 @@ class Method(nn.Module):
 
     def setup(self) -> None:
         """Create the method's own parameters (soft prompts, encoders)."""
+
+    def see_unlabeled(self, texts: list[Example]) -> None:
+        """The unlabeled pool (`MethodConfig.unlabeled_texts` of them; labels never read), before fit_examples."""
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         """Receive the training examples before training or evaluation (demonstrations, closed-form fits).

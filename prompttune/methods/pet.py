@@ -83,6 +83,10 @@ class PetConfig(MethodConfig):
     ipet_scale: float = bounded(5.0, ge=1)  # ipet: the training set grows by this factor per generation
     ipet_share: float = bounded(0.25, gt=0, le=1)  # ipet: share of the other models that label a model's new examples
 
+    def unlabeled_texts(self) -> int:
+        wanted = self.lm_weight or self.mode in (Mode.ensemble, Mode.ipet)
+        return self.unlabeled_size if wanted else 0
+
     def check(self) -> None:
         super().check()
         if self.freeze_backbone and self.head != Head.verbalizer:

@@ -14,7 +14,7 @@ from prompttune.data import Splits, load_splits
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.files import write_json
-from prompttune.methods import METHODS, build_method
+from prompttune.methods import METHODS, build_method, method_config
 from prompttune.methods.core import CLASSIFICATION, Method, Task
 from prompttune.models.loading import load_backbone
 from prompttune.runs.checkpoint import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
@@ -117,6 +117,8 @@ def draw_splits(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> tuple[S
     """Draw and save the split (and an unlabeled pool), build the method, give it the training examples."""
     splits = draw_split(cfg, run_dir, n_unlabeled)
     setup = build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+    if splits.unlabeled:
+        setup.method.see_unlabeled(splits.unlabeled)
     _, setup.fit_seconds = timed(setup.method.fit_examples, splits.train, splits.dev)
     return splits, setup
 
@@ -130,9 +132,8 @@ def draw_split(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> Splits:
 
 
 def unlabeled_size(method_cfg: DictConfig) -> int:
-    """How many unlabeled texts the method learns from (PET's LM loss and ensemble); 0 for the others."""
-    wanted = method_cfg.get("lm_weight") or method_cfg.get("mode") in ("ensemble", "ipet")
-    return int(method_cfg.get("unlabeled_size") or 0) if wanted else 0
+    """How many unlabeled texts the method learns from (PET's LM loss and ensemble, trained word vectors)."""
+    return method_config(method_cfg).unlabeled_texts()
 
 
 def attach_unlabeled(method: Method, splits: Splits, cfg: DictConfig) -> None:
