@@ -121,10 +121,9 @@ class MLflowLogger:
 
 
 def _lock_path(uri: str) -> Path:
-    """One lock per store, beside a local SQLite file, else in the temp dir."""
+    """One lock per store (a local SQLite file by its absolute path), in the temp dir, not among the user's files."""
     if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return database.with_name(database.name + ".lock")
+        uri = str(Path(uri.removeprefix("sqlite:///")).expanduser().resolve())
     return Path(tempfile.gettempdir()) / f"prompttune-mlflow-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
