@@ -26,7 +26,7 @@ from prompttune.runs.tracking import TrackingCallback, final_metrics, flat_param
 from prompttune.training import precision
 from prompttune.training.flops import FlopCounter, throughput
 from prompttune.training.loop import TrainResult, class_logits, evaluate, train
-from prompttune.training.metrics import evaluation_metrics
+from prompttune.training.metrics import task_metrics
 from prompttune.training.state import STATE_DIR, Snapshots
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig, ru
     logits, seconds = timed(class_logits, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
     labels = setup.method.task.labels
     write_predictions(run_dir / PREDICTIONS_FILE, test, logits, labels)
-    return evaluation_metrics(logits, torch.tensor([e.label for e in test]), len(labels)), seconds
+    metrics = task_metrics(setup.method.task.kind)
+    return metrics(logits, torch.tensor([e.label for e in test]), len(labels)), seconds
 
 
 def run_name(record: RunRecord) -> str:

@@ -5,6 +5,8 @@ import math
 import torch
 from sklearn.metrics import f1_score
 
+from prompttune.errors import UserError
+
 CONFIDENCE = 0.95
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 BOOTSTRAP_RESAMPLES = 1000
@@ -88,3 +90,14 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     count = torch.bincount(which, minlength=bins).double()
     gap = torch.bincount(which, weights=correct - confidence.double(), minlength=bins).abs()
     return float(gap.sum() / count.sum())
+
+
+# A task kind's test metrics, from the method's scores and the gold labels; a new task kind adds its entry here
+# (and a head that scores it), not a branch in every method.
+TASK_METRICS = {"classification": evaluation_metrics}
+
+
+def task_metrics(kind: str):
+    if kind not in TASK_METRICS:
+        raise UserError(f"task kind {kind!r} has no metrics yet; use one of {sorted(TASK_METRICS)}")
+    return TASK_METRICS[kind]
