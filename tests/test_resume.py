@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from prompttune.errors import UserError
 from prompttune.runs.lifecycle import run_train
@@ -92,6 +93,24 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_metrics(method, r
     assert resumed.resumed_at_steps == [stop_at]
     assert resumed.comparable() == reference(method, "tiny_bert").comparable()
     assert not (tmp_path / STATE_DIR).exists()  # a completed run keeps only its checkpoint
+
+
+@pytest.mark.parametrize("method", ["finetune", "pet"])
+def test_a_bf16_run_resumes_from_its_fp32_masters_to_the_uninterrupted_metrics(method, tmp_path, monkeypatch):
+    bf16 = (f"method={method}", "model=tiny_llama", "trainer.precision=bf16", "trainer.lr=1e-3")
+    uninterrupted = train_run(tmp_path / "whole", *bf16)
+    signal_at_step(monkeypatch, 3)
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        train_run(tmp_path / "cut", *bf16)
+    saved = load_file(next((tmp_path / "cut" / STATE_DIR).glob("*.safetensors")))
+    masters = [v for k, v in saved.items() if k.startswith("master/")]
+    assert masters and all(v.dtype == torch.float32 for v in masters)
+    monkeypatch.undo()
+
+    resumed = train_run(tmp_path / "cut", *bf16)
+
+    assert resumed.resumed_at_steps == [3]
+    assert resumed.comparable() == uninterrupted.comparable()
 
 
 def test_save_every_saves_every_n_steps_and_at_the_end(tmp_path, monkeypatch):

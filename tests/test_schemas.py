@@ -28,7 +28,7 @@ BAD_INPUTS = [
     (["method.head=mlp"], "method.head=mlp is invalid; allowed: verbalizer, linear"),
     (["method.verbalizer_reduce=median"], "method.verbalizer_reduce=median is invalid; allowed: mean, max, logsumexp"),
     (["model.kind=x"], "model.kind=x is invalid; allowed: mlm, causal, encoder, encoder_decoder, auto"),
-    (["model.source=x"], "model.source=x is invalid; allowed: hub, package_folder, gguf_package, tiny"),
+    (["model.source=x"], "model.source=x is invalid; allowed: hub, package_folder, gguf_package, gguf_parts, tiny"),
     (["trainer.precision=fp8"], "trainer.precision=fp8 is invalid; allowed: fp32, bf16, auto"),
     (["trainer.optimizer=sgd"], "trainer.optimizer=sgd is invalid; allowed: adamw, adafactor"),
     (["trainer.device=gpu"], "trainer.device=gpu is invalid; allowed: auto, cpu, cuda, cuda:N"),

@@ -12,8 +12,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from prompttune.config.schema import bounded, checked_node, message
+from prompttune.config.schema import Invalid, bounded, checked_node, message
 from prompttune.data.config import DatasetConfig
+from prompttune.data.facts import FACT_PROBING
+from prompttune.data.tagging import ALL_SHOTS, TOKEN_CLASSIFICATION
 from prompttune.errors import UserError
 from prompttune.models.config import ModelConfig
 from prompttune.training.config import TrainerConfig
@@ -23,7 +25,11 @@ from prompttune.training.config import TrainerConfig
 class RunConfig:
     """`prompttune train` and `prompttune eval` (eval adds nothing: it only reads `run`)."""
 
-    shots: int = bounded(16, ge=1)  # examples per class, for train and again for dev (LM-BFF protocol)
+    # examples per class, for train and again for dev (LM-BFF protocol); on a token_classification dataset,
+    # sentences for train and again for dev, or all: the whole training pool (data/tagging.py); on a fact_probing
+    # dataset, at most this many training facts of its fixed split, or all (data/facts.py). Typed Any: a whole
+    # number or "all", checked in check()
+    shots: Any = 16
     seed: int = bounded(13, ge=0)  # draws the split, seeds initialisation and shuffling: 13, 21, 42, 87, 100
     run: str | None = None  # eval: a training run directory to re-evaluate
     resume: str | None = None  # train: a run directory to continue
@@ -32,6 +38,13 @@ class RunConfig:
     model: ModelConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None  # typed by its option's schema (configs/logger/*.yaml extend it); null: no tracking
+
+    def check(self) -> None:
+        whole = isinstance(self.shots, int) and not isinstance(self.shots, bool)
+        if not (whole and self.shots >= 1) and self.shots != ALL_SHOTS:
+            raise Invalid("shots", self.shots, "a whole number >= 1, or all (token_classification datasets)")
+        if self.shots == ALL_SHOTS and self.dataset.task not in (TOKEN_CLASSIFICATION, FACT_PROBING):
+            raise Invalid("shots", self.shots, "a whole number >= 1 (all: the whole training pool, for tagging)")
 
 
 def register_configs() -> None:
@@ -53,10 +66,11 @@ def register_configs() -> None:
 def validate(cfg: DictConfig) -> None:
     """Fail with one line, before any heavy work, on a config that cannot run: every key of every group."""
     from prompttune.config.logger import checked_logger
-    from prompttune.methods import method_config
+    from prompttune.methods import check_task_kind, method_config
 
     checked_node(RunConfig, cfg, "")
     method = method_config(cfg.method)  # by the registry: also a method node no schema typed (eval run=, a user's YAML)
+    check_task_kind(method, str(cfg.dataset.get("task") or "classification"), str(cfg.dataset.name))  # pet on NER
     soft, max_length = method.soft_input_tokens(), int(cfg.model.max_length)
     if soft >= max_length:
         raise UserError(

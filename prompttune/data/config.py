@@ -7,7 +7,10 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from prompttune.config.schema import Invalid, bounded, checked_node
-from prompttune.data.package import LOADERS
+from prompttune.data.conll import conll_file
+from prompttune.data.facts import RELATIONS
+from prompttune.data.ner_packages import TAGGED_PACKAGES
+from prompttune.data.package import LOADERS, require_source
 
 
 class DatasetSource(StrEnum):
@@ -21,6 +24,24 @@ class LocalFormat(StrEnum):
     tsv = "tsv"
     jsonl = "jsonl"
     lmbff = "lmbff"  # LM-BFF's k-shot/<TASK> folder with ready-made <K>-<seed>/{train,dev,test}.tsv
+    conll = "conll"  # token_classification: one `token tag` per line, a blank line between sentences (data/conll.py)
+
+
+class TaskKind(StrEnum):
+    classification = "classification"  # one label per example (text_a, and text_b for pairs)
+    token_classification = "token_classification"  # one tag per token of a sentence (data/tagging.py)
+    fact_probing = "fact_probing"  # a fact's object as one token at the pattern's mask (data/facts.py)
+
+
+class Candidates(StrEnum):
+    vocabulary = "vocabulary"  # fact_probing: the object ranked among every token of the vocabulary (LAMA's P@1)
+    relation = "relation"  # ... among the relation's objects that are one token for the model
+
+
+class TagScheme(StrEnum):
+    bio = "bio"  # IOB2: B-X begins an entity, I-X continues it (IOB1's I-X that begins one is read as B-X)
+    bmes = "bmes"  # B-X, M-X (middle), E-X (end), S-X (a single token); MSRA's
+    iobes = "iobes"  # the same with I-X for M-X
 
 
 @dataclass
@@ -96,9 +117,13 @@ class LocalConfig:
 class DatasetConfig:
     name: str = MISSING
     source: DatasetSource = MISSING
-    labels: list[str] = MISSING  # label names; examples' labels index them
+    labels: list[str] = MISSING  # label names; examples' labels index them (token_classification: entity types)
+    task: TaskKind = TaskKind.classification
+    tag_scheme: TagScheme = TagScheme.bio  # token_classification: the files' tags; its tags are O + scheme x labels
+    candidates: Candidates = Candidates.vocabulary  # fact_probing: what the object is ranked among
     test_size: int | None = bounded(None, ge=1)  # subsample the test pool (stratified, fixed); null: all of it
     language: str = "en"
+    instruction: str | None = None  # the task in words for instruction-tuned models (method=icl method.chat=true)
     package: PackageConfig | None = None
     hub: HubConfig | None = None
     local: LocalConfig | None = None
@@ -117,8 +142,13 @@ class DatasetConfig:
                 raise Invalid(f"labels[{i}]", label, "a label name")
             if label in ("True", "False"):  # YAML reads bare yes/no/true/false as booleans
                 raise Invalid(f"labels[{i}]", label, 'a quoted label name in the YAML, e.g. "no"')
-        if len(self.labels) < 2:
-            raise Invalid("labels", self.labels, "two or more label names")
+        tagging, probing = self.task == TaskKind.token_classification, self.task == TaskKind.fact_probing
+        if probing and self.labels:
+            raise Invalid("labels", self.labels, "[] on a fact_probing dataset (the relation's objects are its labels)")
+        if not probing and len(self.labels) < (1 if tagging else 2):
+            raise Invalid("labels", self.labels, "one or more entity types" if tagging else "two or more label names")
+        if not probing and self.candidates != Candidates.vocabulary:
+            raise Invalid("candidates", self.candidates, "vocabulary (candidates apply to fact_probing datasets)")
         duplicates = sorted({label for label in self.labels if self.labels.count(label) > 1})
         if duplicates:
             raise Invalid("labels", self.labels, f"unique label names ({duplicates[0]!r} repeats)")
@@ -128,11 +158,47 @@ class DatasetConfig:
         for raw, name in label_map.items():
             if name not in self.labels:
                 raise Invalid(f"{self.source}.label_map.{raw}", name, f"one of dataset.labels {self.labels}")
-        if not self.patterns:
+        self._check_task_source(tagging)
+        self._check_fact_source(probing)
+        if not self.patterns and not tagging:
             raise Invalid("patterns", [], "one or more {template, verbalizer} patterns")
-        for i, pattern in enumerate(self.patterns):
+        for i, pattern in enumerate([] if tagging else self.patterns):  # a tagging dataset reads no pattern
+            if probing and pattern.verbalizer:
+                raise Invalid(f"patterns[{i}].verbalizer", pattern.verbalizer, "{} (a fact's answer is its object)")
             if sorted(pattern.verbalizer) != sorted(self.labels):
                 raise Invalid(f"patterns[{i}].verbalizer", sorted(pattern.verbalizer), f"words for {self.labels}")
+        if self.source == DatasetSource.package:  # before a run writes anything
+            require_source(self.package.loader, self.name)
+
+    def _check_fact_source(self, probing: bool) -> None:
+        """Facts come from a relation's loader (data/facts.py), and only fact_probing datasets read them."""
+        relation = self.source == DatasetSource.package and self.package.loader in RELATIONS
+        if probing and not relation:
+            package = self.source == DatasetSource.package
+            where, value = ("package.loader", self.package.loader) if package else ("source", self.source)
+            raise Invalid(
+                where, value, f"source=package with loader {', '.join(RELATIONS)} (dataset.task=fact_probing)"
+            )
+        if relation and not probing:
+            raise Invalid("task", self.task, f"fact_probing (loader {self.package.loader} holds facts)")
+
+    def _check_task_source(self, tagging: bool) -> None:
+        """Tagged sentences come from a tagging package loader or CoNLL files, and only tagging datasets read them."""
+        local_conll = self.source == DatasetSource.local and self.local.format == LocalFormat.conll
+        tagged_package = self.source == DatasetSource.package and self.package.loader in TAGGED_PACKAGES
+        if tagging and not (local_conll or tagged_package):
+            where = "local.format" if self.source == DatasetSource.local else "source"
+            value = self.local.format if self.source == DatasetSource.local else self.source
+            allowed = f"conll, or source=package with loader {' or '.join(TAGGED_PACKAGES)}"
+            raise Invalid(where, value, f"{allowed} (dataset.task=token_classification)")
+        if not tagging and (local_conll or tagged_package):
+            raise Invalid("task", self.task, "token_classification (CoNLL files and NER corpora hold tagged sentences)")
+        if tagged_package and self.tag_scheme != TAGGED_PACKAGES[self.package.loader].scheme:
+            scheme = TAGGED_PACKAGES[self.package.loader].scheme
+            raise Invalid("tag_scheme", self.tag_scheme, f"{scheme} (the tags of loader {self.package.loader})")
+        if tagging and local_conll:  # read now (and kept): a bad file stops a run before it writes anything
+            for split in ("train", "test"):
+                conll_file(self, split)
 
 
 def validate_dataset_config(dataset_cfg: Any) -> DictConfig:

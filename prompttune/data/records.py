@@ -7,8 +7,12 @@ from dataclasses import dataclass
 class Example:
     guid: str  # stable id within its source, e.g. "mr-00042" or "train-17"
     text_a: str
-    label: int  # index into the dataset config's `labels`; -1 in the unlabeled pool
+    label: int  # index into the dataset config's `labels`; -1 in the unlabeled pool (and for a tagged sentence)
     text_b: str | None = None
+    # A tagged sentence (dataset.task: token_classification; data/tagging.py): its tokens and one tag each, as
+    # indices into the dataset's tags; None for classification.
+    tokens: tuple[str, ...] | None = None
+    tags: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

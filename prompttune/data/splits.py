@@ -2,6 +2,7 @@
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from prompttune.data.records import Example
@@ -18,6 +19,7 @@ class Splits:
     dev: list[Example]
     test: list[Example]
     unlabeled: list[Example] = field(default_factory=list)  # texts only (label -1): PET's unlabeled pool
+    facts: dict | None = None  # fact probing: how many facts the relation has, kept for the model, per split
 
     def named_splits(self) -> dict[str, list[Example]]:
         return {"train": self.train, "dev": self.dev, "test": self.test}
@@ -31,15 +33,26 @@ class Splits:
             "label_counts": {name: self._label_counts(examples) for name, examples in named.items()},
             **{name: [self._example_json(example) for example in examples] for name, examples in named.items()},
         }
+        if self.facts:
+            saved["facts"] = dict(self.facts)
         if self.unlabeled:
             saved["counts"]["unlabeled"] = len(self.unlabeled)
             saved["unlabeled"] = [{"guid": e.guid, "text_a": e.text_a, "text_b": e.text_b} for e in self.unlabeled]
         return saved
 
     def _label_counts(self, examples: list[Example]) -> dict[str, int]:
+        if examples and examples[0].tags is not None:  # tagged sentences: how many words carry each tag
+            counts = Counter(tag for example in examples for tag in example.tags)
+            return {label: counts[i] for i, label in enumerate(self.labels)}
         return {label: sum(example.label == i for example in examples) for i, label in enumerate(self.labels)}
 
     def _example_json(self, example: Example) -> dict:
+        if example.tags is not None:
+            return {
+                "guid": example.guid,
+                "tokens": list(example.tokens),
+                "tags": [self.labels[t] for t in example.tags],
+            }
         return {
             "guid": example.guid,
             "label": self.labels[example.label],

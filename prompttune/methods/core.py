@@ -30,12 +30,14 @@ from prompttune.config.schema import Invalid, bounded
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.models.backbone import Backbone
-from prompttune.prompts.encoding import EncodedExample
+from prompttune.prompts.encoding import IGNORED, EncodedExample
 from prompttune.prompts.verbalizer import Reduce
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
 CLASSIFICATION = "classification"  # the task kind of every dataset so far: one label per example
+# and TOKEN_CLASSIFICATION (data/tagging.py): one tag per word of a sentence (methods/tagging.py); FACT_PROBING
+# (data/facts.py): a fact's object as one token at the pattern's mask (methods/probing.py)
 
 
 class Head(StrEnum):
@@ -107,6 +109,8 @@ class Task:
     language: str = "en"
     seed: int = 13  # the run's seed: demonstrations and other draws from the training split use it
     kind: str = CLASSIFICATION  # what one example asks for; heads and metrics follow it
+    instruction: str | None = None  # the task in words, for instruction-tuned models (icl with chat=true)
+    candidates: str = "vocabulary"  # fact_probing: the answer ranked over the vocabulary, or the relation's objects
 
     @property
     def unspaced(self) -> bool:
@@ -129,6 +133,8 @@ class Method(nn.Module):
     distill_temperature: float = 1.0  # the temperature of the soft labels it is distilled on, if any
     trains: ClassVar[bool] = True  # False: the gradient loop is skipped (0 steps)
     uses_backbone: ClassVar[bool] = True  # False: built with backbone=None, the model is never loaded
+    # The task kinds (Task.kind, dataset.task) it can be built for; validate() stops any other with one line
+    task_kinds: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION})
 
     def __init__(self, cfg: MethodConfig, backbone: Backbone | None, task: Task, max_length: int):
         super().__init__()
@@ -191,7 +197,8 @@ class Method(nn.Module):
         logits = self(batch).float()
         if "soft_labels" in batch:
             return distillation_loss(logits, batch["soft_labels"], self.distill_temperature)
-        return F.cross_entropy(logits, batch["labels"])
+        # [B, C] and [B]; a tagging head's [B, W, C] and [B, W] (IGNORED where there is no word) alike
+        return F.cross_entropy(logits.flatten(0, -2), batch["labels"].flatten(), ignore_index=IGNORED)
 
     def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """Backbone (and head) at method.lr or trainer.lr; prompts at method.prompt_lr or trainer.prompt_lr; the

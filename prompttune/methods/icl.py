@@ -9,6 +9,12 @@ mean-pooled backbone states (KATE, Liu et al. 2022), ordered least to most simil
 to the query. The query is cut to model.max_length, as PET's; the demonstrations share the rest of
 `method.max_length` tokens (LM-BFF's GPT-3 runs used 512; SmolLM2 reads 8192), cut the same way before every
 query, so a set drawn by seed is one fixed prompt, which a causal LM runs once for all queries.
+
+`chat: true` writes the prompt as instruction-tuned models were trained to read it, through the model's own chat
+template (`prompttune.prompts.chat`): each demonstration is a user turn (an instruction naming the task and the
+label words as the options, then the text) answered by an assistant turn (its label word), and the query is the
+last user turn; the label words are scored as the assistant's answer. The instruction is `method.instruction`,
+else the dataset's `instruction`, else "Classify the text.".
 """
 
 import random
@@ -20,13 +26,15 @@ import torch
 from prompttune.config.schema import Invalid, bounded
 from prompttune.data.records import Example
 from prompttune.methods import register
-from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.core import AUTO, Head, MethodConfig
 from prompttune.methods.prompted import PromptedMethod
+from prompttune.prompts.chat import ChatTurns, chat_template, chat_turns, instruction_with_options
 from prompttune.prompts.demonstrations import by_label, draw_per_label
 from prompttune.prompts.encoding import TemplateEncoder, collate
 from prompttune.prompts.template import parse_template
 
 EMBED_BATCH = 32
+GENERIC_INSTRUCTION = "Classify the text."
 
 
 class Selection(StrEnum):
@@ -36,15 +44,21 @@ class Selection(StrEnum):
 
 @dataclass
 class IclConfig(MethodConfig):
-    demos_per_class: int = bounded(4, ge=0)
+    demos_per_class: int = bounded(1, ge=0)
     selection: Selection = Selection.random
     # tokens for demonstrations + query (the query: at most model.max_length); null: twice model.max_length
     max_length: int | None = bounded(512, ge=1)
+    chat: bool = False  # through the model's chat template, demonstrations as earlier turns
+    instruction: str | None = None  # chat: what the task asks; null: the dataset's instruction
 
     def check(self) -> None:
         super().check()
         if self.head != Head.verbalizer:
             raise Invalid("head", self.head, "verbalizer (method=icl scores label words)")
+        if self.chat and self.verbalizer == AUTO:
+            raise Invalid("verbalizer", AUTO, "a fixed verbalizer with method.chat=true (the instruction names it)")
+        if self.chat and self.template is not None:
+            raise Invalid("template", self.template, "null with method.chat=true (the chat template frames the text)")
 
 
 @register("icl")
@@ -71,6 +85,26 @@ class Icl(PromptedMethod):
     def fitted_json(self) -> dict:
         fitted = super().fitted_json()
         return fitted | {"demonstrations": [e.guid for e in self.fixed]} if self.cfg.selection == "random" else fitted
+
+    def template_source(self) -> str:
+        if not self.cfg.chat:
+            return super().template_source()
+        self.chat_turns: ChatTurns = chat_turns(self.backbone.tokenizer, self.backbone.name)
+        body = "{text_a}\n{text_b}" if self.task.has_text_b else "{text_a}"
+        return chat_template(self.chat_turns, self.instruction(), body)
+
+    def instruction(self) -> str:
+        words = self.cfg.verbalizer or self.pattern()["verbalizer"]
+        first_words = [words[label][0] for label in self.task.labels]
+        return instruction_with_options(
+            self.cfg.instruction or self.task.instruction or GENERIC_INSTRUCTION, first_words
+        )
+
+    def preamble(self) -> str:
+        return self.chat_turns.preamble if self.cfg.chat else ""
+
+    def _demonstration_separator(self) -> list[int]:
+        return [] if self.cfg.chat else super()._demonstration_separator()
 
     def demonstrations_after_query(self) -> bool:
         return False

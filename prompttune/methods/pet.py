@@ -38,6 +38,7 @@ from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.probing import WITH_PROBING
 from prompttune.methods.prompted import PromptedMethod
 from prompttune.prompts.demonstrations import by_label, draw_per_label
 from prompttune.prompts.encoding import EncodedExample, collate
@@ -104,6 +105,9 @@ class PetConfig(MethodConfig):
 @register("pet")
 class Pet(PromptedMethod):
     config_class = PetConfig
+    # fact probing too (methods/probing.py): `prompttune eval` is the hand-written pattern zero-shot; trained, the
+    # pattern with the LM fine-tuned (P-Tuning's MP+FT)
+    task_kinds = WITH_PROBING
 
     def fit_examples(self, train: list[Example], dev: list[Example]) -> None:
         super().fit_examples(train, dev)

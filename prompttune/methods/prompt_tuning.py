@@ -9,7 +9,9 @@ from torch import nn
 from prompttune.config.schema import Invalid, bounded
 from prompttune.methods import register
 from prompttune.methods.core import MethodConfig
+from prompttune.methods.probing import WITH_PROBING
 from prompttune.methods.prompted import SoftPromptMethod, soft_prefixed
+from prompttune.methods.tagging import WITH_TAGGING
 
 
 class PromptInit(StrEnum):
@@ -37,6 +39,7 @@ class PromptTuningConfig(MethodConfig):
 @register("prompt_tuning")
 class PromptTuning(SoftPromptMethod):
     config_class = PromptTuningConfig
+    task_kinds = WITH_TAGGING | WITH_PROBING  # tagging (methods/tagging.py) and fact probing (methods/probing.py)
 
     def template_source(self) -> str:
         return soft_prefixed(super().template_source(), self.cfg.n_tokens)
@@ -48,10 +51,10 @@ class PromptTuning(SoftPromptMethod):
         table = self.backbone.embeddings.weight.detach()
         if self.cfg.init == "random":
             return torch.empty(n, table.shape[1]).uniform_(-0.5, 0.5)
-        if self.cfg.init == "vocab":
-            return table[torch.randint(0, min(5000, table.shape[0]), (n,))].clone().float()
+        if self.cfg.init == "vocab":  # rows as the layers receive them (Gemma scales its embeddings by sqrt(hidden))
+            return self.backbone.token_embeddings(torch.randint(0, min(5000, table.shape[0]), (n,)))
         ids = self.backbone.tokenizer(self.cfg.init_text, add_special_tokens=False)["input_ids"]
-        return table[torch.tensor(ids).repeat(n // len(ids) + 1)[:n]].clone().float()
+        return self.backbone.token_embeddings(torch.tensor(ids).repeat(n // len(ids) + 1)[:n])
 
     def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
         return self.backbone.hidden_states(input_ids, attention_mask, soft_positions, self.soft_embeddings)

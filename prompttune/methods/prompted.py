@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from prompttune.data.records import Example
+from prompttune.data.tagging import TOKEN_CLASSIFICATION
 from prompttune.errors import UserError
 from prompttune.methods.core import AUTO, Method
 from prompttune.methods.heads import ClassificationHead, LinearHead, VerbalizerHead
+from prompttune.methods.probing import FACT_PROBING, ProbingHead
+from prompttune.methods.tagging import TaggingHead, WordEncoder
 from prompttune.models.backbone import pick
 from prompttune.models.families import EncoderDecoder
 from prompttune.models.memory import TRAINED_BYTES, check_fits
@@ -63,7 +66,8 @@ class PromptedMethod(Method):
     def template_source(self) -> str:
         if self.cfg.template is not None:
             return self.cfg.template
-        return self.pattern()["template"] if self.cfg.head == "verbalizer" else self.task.plain_template()
+        verbalized = (self.cfg.head == "verbalizer" or self.probes_facts) and not self.tags_words
+        return self.pattern()["template"] if verbalized else self.task.plain_template()
 
     def hidden_states(self, input_ids, attention_mask, soft_positions) -> torch.Tensor:
         return self.backbone.hidden_states(input_ids, attention_mask)
@@ -72,6 +76,10 @@ class PromptedMethod(Method):
         """The training examples put in each example's context, as the pattern filled with their label word;
         None: no demonstrations."""
         return None
+
+    def preamble(self) -> str:
+        """Text before everything else, demonstrations included (a chat's system turn); "": none."""
+        return ""
 
     def demonstrations_after_query(self) -> bool:
         """LM-BFF appends demonstrations after the query on masked LMs; a causal LM reads them before it."""
@@ -95,10 +103,26 @@ class PromptedMethod(Method):
             )
         return patterns[self.cfg.pattern_id]
 
+    @property
+    def tags_words(self) -> bool:
+        """A token-classification task: the tag head on every word (methods/tagging.py), no pattern."""
+        return self.task.kind == TOKEN_CLASSIFICATION
+
+    @property
+    def probes_facts(self) -> bool:
+        """A fact-probing task: the pattern's answer over the vocabulary (methods/probing.py), whatever the head."""
+        return self.task.kind == FACT_PROBING
+
     def encode(self, examples: list[Example]) -> list[EncodedExample]:
+        if self.tags_words:
+            family, unspaced = type(self.backbone), self.task.unspaced
+            encoder = WordEncoder(self.template, self.backbone.tokenizer, family, self.max_length, unspaced)
+            return encoder.encode(examples)
         mask_tokens = self.head.verbalizer.max_tokens if isinstance(self.head, VerbalizerHead) else 1
         family, tokenizer = type(self.backbone), self.backbone.tokenizer
-        encoder = TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens)
+        encoder = TemplateEncoder(self.template, tokenizer, family, self.max_length, mask_tokens, self.preamble())
+        if self.probes_facts:  # the label: the object's index among the head's scores
+            return self.head.relabel(encoder.encode(examples), examples)
         demonstrations = self.demonstrations(examples)
         if demonstrations is None:
             return encoder.encode(examples)
@@ -134,16 +158,32 @@ class PromptedMethod(Method):
         template = parse_template(source)
         if "text_b" in template.text_slots and not self.task.has_text_b:
             raise UserError(f"template {source!r} uses {{text_b}} but dataset {self.task.name} has only text_a")
-        if self.cfg.head == "verbalizer" and not template.has_mask:
+        needs_mask = (self.cfg.head == "verbalizer" and not self.tags_words) or self.probes_facts
+        if needs_mask and not template.has_mask:
             raise UserError(f"template {source!r} has no {{mask}}, which the verbalizer head needs; add one")
         if template.n_soft and not self.soft_tokens_allowed:
             raise UserError(
                 f"template {source!r} has soft tokens but method={self.cfg.name} trains none; "
                 "use method=prompt_tuning or ptuning_v1, or drop the {soft} slots"
             )
+        kinds = [s.kind for s in template.segments]
+        after_mask = template.segments[kinds.index("mask") + 1 :] if template.has_mask else ()
+        unread = sorted({s.value for s in after_mask if s.kind == "text"})
+        if unread and self.backbone.cut_at_mask:
+            log.warning(
+                "template %r: a causal LM reads it only up to {mask}, so it never sees {%s}; choose a pattern that "
+                "ends with {mask} (method.pattern_id, method.ensemble_patterns) or a masked LM",
+                source,
+                "}, {".join(unread),
+            )
         return template
 
     def _build_head(self) -> nn.Module:
+        if self.tags_words:
+            return TaggingHead(self.backbone, len(self.task.labels))
+        if self.probes_facts:
+            space = self.template.space_before_mask
+            return ProbingHead(self.backbone, self.task.labels, space, self.task.candidates)
         if self.cfg.head == "linear":
             return LinearHead(self.backbone, len(self.task.labels))
         if self.cfg.head == "classification":
@@ -200,7 +240,8 @@ class PromptedMethod(Method):
     @torch.no_grad()
     def _mask_log_probs(self, examples: list[Example]) -> torch.Tensor:
         """The vocabulary's log-probabilities at the mask of every example through the template, [N, V]."""
-        encoder = TemplateEncoder(self.template, self.backbone.tokenizer, type(self.backbone), self.max_length)
+        family, tokenizer = type(self.backbone), self.backbone.tokenizer
+        encoder = TemplateEncoder(self.template, tokenizer, family, self.max_length, preamble=self.preamble())
         encoded = encoder.encode(examples)
         device, was_training = self.backbone.embeddings.weight.device, self.training
         self.eval()

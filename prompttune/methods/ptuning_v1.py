@@ -11,6 +11,7 @@ from torch import nn
 from prompttune.config.schema import bounded
 from prompttune.methods import register
 from prompttune.methods.core import MethodConfig
+from prompttune.methods.probing import WITH_PROBING
 from prompttune.methods.prompted import SoftPromptMethod
 
 
@@ -62,6 +63,7 @@ class PromptEncoder(nn.Module):
 @register("ptuning_v1")
 class PTuningV1(SoftPromptMethod):
     config_class = PTuningV1Config
+    task_kinds = WITH_PROBING  # fact probing too (methods/probing.py): the paper's LAMA setting, LM frozen
 
     def template_source(self) -> str:
         return soft_among_anchors(super().template_source(), self.cfg.n_tokens)

@@ -26,7 +26,9 @@ from prompttune.config.schema import bounded
 from prompttune.errors import UserError
 from prompttune.methods import register
 from prompttune.methods.core import Head, MethodConfig
+from prompttune.methods.probing import WITH_PROBING
 from prompttune.methods.prompted import SoftPromptMethod, soft_prefixed
+from prompttune.methods.tagging import WITH_TAGGING
 from prompttune.models.backbone import write_at
 
 PREFIXES = ("key_value", "hidden_states")
@@ -104,6 +106,7 @@ class DeepPrompts(nn.Module):
 @register("ptuning_v2")
 class PTuningV2(SoftPromptMethod):
     config_class = PTuningV2Config
+    task_kinds = WITH_TAGGING | WITH_PROBING  # tagging (methods/tagging.py) and fact probing (methods/probing.py)
 
     @property
     def on_hidden_states(self) -> bool:

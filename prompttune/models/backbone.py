@@ -52,6 +52,7 @@ class Backbone(nn.Module):
     auto_class: ClassVar[type]  # the transformers Auto class that loads it
     cut_at_mask: ClassVar[bool] = False  # the template ends at {mask}; the next token is scored
     has_lm_loss: ClassVar[bool] = False  # lm_loss is defined (PET's auxiliary LM loss)
+    fp32_word_logits: ClassVar[bool] = True  # token_logits in fp32 under bf16 autocast too (issue 24)
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str):
         super().__init__()
@@ -93,6 +94,13 @@ class Backbone(nn.Module):
             embeds = write_at(embeds, soft_positions, soft_embeds)
         return self.run_embedded(embeds, attention_mask)
 
+    @torch.no_grad()
+    def token_embeddings(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The input vectors of these tokens as the layers receive them: the embedding module's output, with any
+        scale it applies (Gemma multiplies by sqrt(hidden) there, not in its weights). Soft vectors written into
+        `hidden_states` live in this space, so an initialisation from the vocabulary must read it here."""
+        return self.embeddings(token_ids.to(self.embeddings.weight.device)).float()
+
     def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         extra = {}
         if self._segment_ids is not None and self._segment_ids.shape == embeds.shape[:2]:
@@ -129,6 +137,15 @@ class Backbone(nn.Module):
         else:
             transform = nn.Sequential(nn.Dropout(dropout), self._new_linear(hidden, hidden), nn.Tanh())
         return nn.Sequential(transform, nn.Dropout(dropout), self._new_linear(hidden, num_labels))
+
+    def token_classifier(self, num_labels: int) -> nn.Module:
+        """The head AutoModelForTokenClassification gives BERT, RoBERTa and Llama alike, on every token's state
+        ([..., H] -> [..., labels]): dropout (classifier_dropout, else the hidden dropout, else 0.1), then a new
+        linear layer."""
+        config = self.model.config
+        rates = (getattr(config, key, None) for key in ("classifier_dropout", "hidden_dropout_prob", "hidden_dropout"))
+        dropout = next((rate for rate in rates if rate is not None), 0.1)
+        return nn.Sequential(nn.Dropout(dropout), self._new_linear(self.hidden_size, num_labels))
 
     def _new_linear(self, width_in: int, width_out: int, bias: bool = True) -> nn.Linear:
         """A new layer initialised as transformers initialises heads: normal(0, initializer_range), zero bias."""
@@ -173,9 +190,15 @@ class Backbone(nn.Module):
 
     def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """LM logits of the given tokens only ([N, H], [K] -> [N, K]): the head's transform, then the
-        output embeddings of those tokens, never the whole vocabulary."""
+        output embeddings of those tokens, never the whole vocabulary. The product runs in fp32 under bf16 too
+        (`fp32_word_logits`): it costs nothing for a few words, and rounding these logits to bf16 doubled the error
+        of PET's class log-probabilities (docs/speed.md, issue 24)."""
         features = self._head_transform()(self.head_input(hidden))
         decoder = self.model.get_output_embeddings()
+        if self.fp32_word_logits:
+            with torch.autocast(features.device.type, enabled=False):
+                logits = features.float() @ decoder.weight[token_ids].float().T
+                return logits if decoder.bias is None else logits + decoder.bias[token_ids].float()
         logits = features @ decoder.weight[token_ids].T
         if decoder.bias is not None:
             logits = logits + decoder.bias[token_ids]

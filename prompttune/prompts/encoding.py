@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 from prompttune.data.records import Example
@@ -19,6 +20,10 @@ class EncodedExample:
     label: int
     second_segment: int | None = None  # where the text after the first {sep} starts (segment ids for pairs)
     soft_label: tuple[float, ...] | None = None  # a teacher's class distribution, for distillation
+    # A tagged sentence (methods/tagging.py): each word's first sub-token position (-1: a word without a token),
+    # for the words that fit in model.max_length, and every word's tag (words cut off are scored as O)
+    word_positions: tuple[int, ...] | None = None
+    tags: tuple[int, ...] | None = None
 
 
 class TemplateEncoder:
@@ -31,8 +36,10 @@ class TemplateEncoder:
         family: type[Backbone],
         max_length: int,
         mask_tokens: int = 1,
+        preamble: str = "",
     ):
         self.template = template
+        self.preamble = preamble  # text after the tokenizer's own leading tokens, before any demonstration
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.cut_at_mask = family.cut_at_mask and template.has_mask
@@ -50,11 +57,14 @@ class TemplateEncoder:
         return segments
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
-        """The special tokens the tokenizer puts around a single text (e.g. [CLS] ... [SEP])."""
+        """The special tokens the tokenizer puts around a single text (e.g. [CLS] ... [SEP]), the preamble after
+        the leading ones."""
         plain = self._tokenize(["a"])[0]
         full = self.tokenizer("a")["input_ids"]
         at = next(i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain)
         prefix, suffix = full[:at], full[at + len(plain) :]
+        if self.preamble:
+            prefix = prefix + self._tokenize([self.preamble])[0]
         return prefix, ([] if self.cut_at_mask else suffix)
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
@@ -94,7 +104,7 @@ class TemplateEncoder:
 
     @property
     def special_tokens(self) -> tuple[list[int], list[int]]:
-        """The special tokens before and after every encoded example."""
+        """The tokens before (special tokens, then the preamble) and after every encoded example."""
         return self._prefix, self._suffix
 
     def tokenize_texts(self, examples: list[Example]) -> list[dict[str, list[int]]]:
@@ -193,4 +203,24 @@ def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
     if any(e.second_segment is not None for e in batch):
         starts = torch.tensor([width if e.second_segment is None else e.second_segment for e in batch])
         tensors["token_type_ids"] = (torch.arange(width)[None] >= starts[:, None]).long() * attention_mask
+    if batch[0].word_positions is not None:
+        tensors |= word_tensors(batch)
     return tensors
+
+
+IGNORED = -100  # a label the loss skips (cross_entropy's ignore_index): padding, a word without a token
+
+
+def word_tensors(batch: list[EncodedExample]) -> dict[str, torch.Tensor]:
+    """A tagged batch's words, padded to its most words W: `word_positions` [B, W] (0 where there is no word),
+    `word_mask` [B, W] and `labels` [B, W], the tags of the words that fit (IGNORED elsewhere)."""
+    positions = pad_sequence(
+        [torch.tensor(e.word_positions, dtype=torch.long) for e in batch], batch_first=True, padding_value=-1
+    )
+    tags = pad_sequence(
+        [torch.tensor(e.tags[: len(e.word_positions)], dtype=torch.long) for e in batch],
+        batch_first=True,
+        padding_value=IGNORED,
+    )
+    mask = positions >= 0
+    return {"word_positions": positions.clamp(min=0), "word_mask": mask, "labels": tags.masked_fill(~mask, IGNORED)}

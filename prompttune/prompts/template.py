@@ -1,8 +1,9 @@
 """Templates: a small grammar of literal text and slots, and its encoding into token ids.
 
 Grammar: literal text, `{text_a}`, `{text_b}`, `{mask}`, `{sep}`, `{soft}` / `{soft:N}`; `{{` and `}}` are
-literal braces. Nothing is ever evaluated. Whitespace before a slot travels with the slot (so byte-level BPE
-vocabularies see ` great`, not `great`), and for a causal LM everything after `{mask}` is cut.
+literal braces. Nothing is ever evaluated. Spaces before a slot travel with the slot (so byte-level BPE
+vocabularies see ` great`, not `great`); a newline stays in the literal (a chat turn's `assistant\n{mask}`).
+For a causal LM everything after `{mask}` is cut.
 """
 
 import re
@@ -81,7 +82,7 @@ def _slot(source: str, name: str, count: str | None) -> Segment:
 
 
 def _move_spaces_to_slots(raw: list[Segment]) -> list[Segment]:
-    """Merge adjacent literals and hand each literal's trailing whitespace to the slot that follows it."""
+    """Merge adjacent literals and hand each literal's trailing spaces to the slot that follows it."""
     out: list[Segment] = []
     pending_space = False
     for seg in raw:
@@ -90,7 +91,7 @@ def _move_spaces_to_slots(raw: list[Segment]) -> list[Segment]:
             out.append(Segment("literal", text))
             continue
         if out and out[-1].kind == "literal":
-            stripped = out[-1].value.rstrip()
+            stripped = out[-1].value.rstrip(" ")
             pending_space = stripped != out[-1].value
             out[-1] = Segment("literal", stripped)
             if not stripped:

@@ -32,7 +32,9 @@ def compare(summaries: list[GroupSummary], metric: str, test: str) -> list[Compa
     comparisons = []
     for (dataset, model, shots), members in panels_by(summaries, lambda s: (s.dataset, s.model, s.shots)).items():
         counts = next((s.test_label_counts for s in members if s.test_label_counts), None)
-        lead, why = lead_metric(counts, metric)
+        tags = any(getattr(s.stats.get("test_f1"), "mean", None) is not None for s in members)  # tagging runs
+        facts = any(getattr(s.stats.get("test_p_at_1"), "mean", None) is not None for s in members)  # fact probing
+        lead, why = lead_metric(counts, metric, tags, facts)
         key = f"test_{lead}"
         ranked = sorted(members, key=lambda s: -(s.stats[key].mean if s.stats[key].mean is not None else -1))
         tests = {
@@ -57,10 +59,24 @@ def paired_scores(first: GroupSummary, second: GroupSummary, key: str) -> tuple[
     return a, b
 
 
-def lead_metric(label_counts: list[int] | None, requested: str) -> tuple[str, str]:
-    """The metric a comparison leads with: as requested, else macro-F1 on an imbalanced test set."""
+def lead_metric(
+    label_counts: list[int] | None, requested: str, tags: bool = False, facts: bool = False
+) -> tuple[str, str]:
+    """The metric a comparison leads with: as requested, else entity F1 on a tagging dataset, P@1 on a fact-probing
+    one, else macro-F1 on an imbalanced test set."""
     if requested != "auto":
         return requested, "as requested"
+    if facts:
+        return "p_at_1", (
+            "the runs probe facts, so each fact's object is ranked among the candidates (every token of the "
+            "vocabulary, unless dataset.candidates=relation) and precision@1 is the share ranked first, as LAMA "
+            "scores it"
+        )
+    if tags:
+        return "f1", (
+            "the runs tag words (sequence labelling), so entities are scored: micro-F1 over entities with strict "
+            "span matching (seqeval), as CoNLL's scorer; accuracy over tokens is mostly the O tag"
+        )
     if label_counts and is_imbalanced(label_counts):
         shares = ", ".join(f"{100 * c / sum(label_counts):.0f}%" for c in label_counts)
         return "macro_f1", (

@@ -6,19 +6,23 @@ from pathlib import Path
 from prompttune.files import write_atomically
 from prompttune.reporting.comparing import Comparison
 from prompttune.reporting.reading import METRIC_NAMES
+from prompttune.reporting.sizes import draw_size_lines, size_panels
 from prompttune.reporting.summary import GroupSummary, number_first, panels_by
 
 
 def plot_report(summaries: list[GroupSummary], comparisons: list[Comparison], path: Path) -> None:
     """Per dataset-model-shots, each seed's test score as a point beside the mean and its 95% t-interval,
-    with the chance level; plus score-vs-shots lines per method where a dataset-model has several shot counts."""
+    with the chance level; plus the score against K per method where a dataset-model has several K."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     lead = {(c.dataset, c.model): c.metric for c in comparisons}
     model_panels = panels_by(summaries, lambda s: (s.dataset, s.model))
-    line_panels = {key: group for key, group in model_panels.items() if len({s.shots for s in group}) > 1}
-    count = len(comparisons) + len(line_panels)
+    line_panels = {
+        key: group for key, group in model_panels.items() if len({s.shots for s in group if on_shots_axis(s)}) > 1
+    }
+    size_lines = size_panels(summaries)
+    count = len(comparisons) + len(line_panels) + len(size_lines)
     columns = min(3, count)
     rows = math.ceil(count / columns)
     figure = Figure(figsize=(4.8 * columns, 3.9 * rows), layout="constrained")
@@ -28,6 +32,10 @@ def plot_report(summaries: list[GroupSummary], comparisons: list[Comparison], pa
         draw_seed_points(ax, comparison)
     for ax, (key, members) in zip(axes[len(comparisons) :], line_panels.items(), strict=False):
         draw_shot_lines(ax, members, f"test_{lead[key]}", "{} / {}".format(*key))
+    size_axes = axes[len(comparisons) + len(line_panels) :]
+    for ax, ((dataset, shots), members) in zip(size_axes, size_lines.items(), strict=False):
+        metric = next(c.metric for c in comparisons if (c.dataset, c.shots) == (dataset, shots))
+        draw_size_lines(ax, members, f"test_{metric}", f"{dataset} / K={shots}")
     for ax in axes[count:]:
         ax.set_visible(False)
     figure.suptitle("dots: seeds; bar: mean and 95% t-interval; dashed: chance", fontsize=9)
@@ -56,22 +64,34 @@ def draw_seed_points(ax, c: Comparison) -> None:
 
 
 def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
-    for (method,), lines in panels_by(members, lambda s: (s.method,)).items():
+    """The metric against K on a log axis: a line per method through the means, a band at the 95% interval
+    over seeds; zero-shot evaluations (nothing trained, so no K) as dashed levels."""
+    trained = [s for s in members if on_shots_axis(s)]
+    for (method,), lines in panels_by(trained, lambda s: (s.method,)).items():
         lines = sorted(lines, key=lambda s: number_first(s.shots))
-        ax.errorbar(
-            [s.shots for s in lines],
-            [percent(s.stats[stat_key].mean) for s in lines],
-            yerr=[percent(s.stats[stat_key].std) for s in lines],
-            marker="o",
-            capsize=3,
-            label=method,
+        stats = [s.stats[stat_key] for s in lines]
+        shots = [s.shots for s in lines]
+        (line,) = ax.plot(shots, [percent(st.mean) for st in stats], marker="o", label=method)
+        low = [percent(st.ci[0] if st.ci else st.mean) for st in stats]
+        high = [percent(st.ci[1] if st.ci else st.mean) for st in stats]
+        ax.fill_between(shots, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    for level in (s for s in members if s.zero_shot):
+        ax.axhline(percent(level.stats[stat_key].mean), linestyle="--", linewidth=1, color="tab:gray")
+        ax.annotate(
+            level.method,
+            (0.01, percent(level.stats[stat_key].mean)),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="tab:gray",
+            va="bottom",
         )
-    shots = sorted({s.shots for s in members})
+    shots = sorted({s.shots for s in trained})
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
     ax.minorticks_off()
-    ax.set_xlabel("shots per class (K)")
-    ax.set_title(f"{title}: vs shots", fontsize=10)
+    ax.set_xlabel("labelled examples per class (K)")
+    ax.set_ylabel(f"test {METRIC_NAMES[stat_key.removeprefix('test_')]} (%)")
+    ax.set_title(f"{title}: vs K (bands: 95% CI over seeds)", fontsize=10)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
 
@@ -81,3 +101,8 @@ def percent(value: float | None) -> float:
 
 
 # ---------------------------------------------------------------- writing
+
+
+def on_shots_axis(summary: GroupSummary) -> bool:
+    """A trained group with a number of shots (not a zero-shot level; not shots=all, a tagging dataset's pool)."""
+    return not summary.zero_shot and isinstance(summary.shots, int | float) and not isinstance(summary.shots, bool)

@@ -10,9 +10,13 @@ from prompttune.errors import one_line
 from prompttune.runs.record import AVERAGED_OVER, GROUP_KEYS, METRICS_FILE, RunRecord
 
 REQUIRED_KEYS = GROUP_KEYS + (AVERAGED_OVER,)
-SUMMARIZED = (("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"))
-PLOTTABLE_METRICS = ("accuracy", "macro_f1")
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+# test f1: entity-level micro-F1 of a tagging run (training/tagging_metrics.py; its accuracy is token accuracy);
+# p_at_1, p_at_10, mrr: a fact-probing run's (training/probing_metrics.py; its accuracy is P@1 again)
+SUMMARIZED = (("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"), ("test", "f1"), ("dev", "f1"))
+SUMMARIZED += (("test", "p_at_1"), ("test", "p_at_10"), ("test", "mrr"), ("dev", "p_at_1"))
+PLOTTABLE_METRICS = ("accuracy", "macro_f1", "f1", "p_at_1", "mrr")
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "entity F1", "p_at_1": "P@1", "mrr": "MRR"}
+METRIC_NAMES |= {"p_at_10": "P@10"}
 MIN_CONSOLE_WIDTH = 160  # rich wraps to 80 columns when stdout is not a terminal
 
 
@@ -97,20 +101,26 @@ def pattern_seconds(patterns: list[dict]) -> float | None:
 
 def select_best_dev(runs: list[Run]) -> list[Run]:
     """LM-BFF's model selection: for each dataset, model, shots, method and seed, the completed run with the
-    best dev accuracy among the settings of a grid (the first one on a tie); its settings then no longer
-    split the rows, and are kept as `selected_settings`."""
+    best dev accuracy (entity F1 for a tagging run) among the settings of a grid (the first one on a tie); its
+    settings then no longer split the rows, and are kept as `selected_settings`."""
     best: dict[tuple, Run] = {}
     for run in runs:
-        dev = metric_value(run.metrics, "dev", "accuracy")
+        dev = dev_selection(run.metrics)
         if run.problem is not None or not is_number(dev):
             continue
         key = (*(run.metrics[k] for k in ("dataset", "model", "shots")), method_label(run.metrics), run.metrics["seed"])
-        if key not in best or dev > metric_value(best[key].metrics, "dev", "accuracy"):
+        if key not in best or dev > dev_selection(best[key].metrics):
             best[key] = run
     return [
         replace(run, metrics=run.metrics | {"settings": [], "selected_settings": sorted(run_settings(run))})
         for run in best.values()
     ]
+
+
+def dev_selection(metrics: dict[str, Any]) -> Any:
+    """The dev score a run was selected on: entity F1 for a tagging run (it has one), else accuracy."""
+    f1 = metric_value(metrics, "dev", "f1")
+    return f1 if f1 is not None else metric_value(metrics, "dev", "accuracy")
 
 
 def metric_value(metrics: dict[str, Any], split: str, name: str) -> Any:

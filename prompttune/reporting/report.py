@@ -25,12 +25,12 @@ from prompttune.reporting.summary import (
 from prompttune.reporting.tables import (
     INCOMPLETE_HEADER,
     SELECTED_HEADER,
-    SUMMARY_HEADER,
     best_method_sentence,
     incomplete_rows,
     pairwise_table,
     rich_table,
     selected_rows,
+    summary_header,
     summary_rows,
     test_note,
 )
@@ -51,7 +51,7 @@ def print_tables(summaries: list[GroupSummary], incomplete: list[Run], compariso
     console = Console() if sys.stdout.isatty() else Console(width=MIN_CONSOLE_WIDTH)
     if summaries:
         title = "Test metrics (%), mean ± std over seeds and 95% t-interval, completed runs"
-        console.print(rich_table(title, SUMMARY_HEADER, summary_rows(summaries)))
+        console.print(rich_table(title, summary_header(summaries), summary_rows(summaries)))
     else:
         console.print("No completed run yet.")
     for c in comparisons:

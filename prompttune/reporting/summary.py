@@ -33,6 +33,7 @@ class GroupSummary:
     scores: dict[str, dict] = field(default_factory=dict)  # stat key -> {seed: value}, for paired tests
     test_label_counts: list[int] | None = None  # from the runs' test confusion matrix
     zero_shot: bool = False  # `prompttune eval` without run=: no training, so no seed dependence
+    total_params: int | None = None  # the method's whole model (backbone and its own modules)
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -82,6 +83,7 @@ def summarize_group(key: tuple, runs: list[Run]) -> GroupSummary:
         zero_shot=zero_shot,
         trainable_params=rounded(mean_or_none([param_count(run, "trainable") for run in trained])),
         trainable_ratio=mean_or_none([param_count(run, "ratio") for run in trained]),
+        total_params=rounded(mean_or_none([param_count(run, "total") for run in runs])),
         train_seconds=mean_or_none([run.metrics.get("train_seconds") for run in runs]),
         run_dirs=[str(run.run_dir) for run in runs],
         selected=selected_settings(runs),

@@ -6,6 +6,7 @@ from rich.table import Table
 from prompttune.reporting.comparing import Comparison
 from prompttune.reporting.reading import METRIC_NAMES, Run
 from prompttune.reporting.significance import PairedTest
+from prompttune.reporting.sizes import size_markdown
 from prompttune.reporting.summary import GroupSummary, Stat, number_first
 
 
@@ -45,7 +46,29 @@ SUMMARY_HEADER = (
 INCOMPLETE_HEADER = ("run dir", "method", "seed", "status", "error")
 
 
+ENTITY_F1_HEADER = ("entity F1 %", "entity F1 95% CI")  # tagging runs (training/tagging_metrics.py)
+
+
+def has_entity_f1(summaries: list[GroupSummary]) -> bool:
+    return any(getattr(s.stats.get("test_f1"), "mean", None) is not None for s in summaries)
+
+
+FACT_HEADER = ("P@1 %", "P@1 95% CI", "MRR %")  # fact-probing runs (training/probing_metrics.py)
+
+
+def has_facts(summaries: list[GroupSummary]) -> bool:
+    return any(getattr(s.stats.get("test_p_at_1"), "mean", None) is not None for s in summaries)
+
+
+def summary_header(summaries: list[GroupSummary]) -> tuple[str, ...]:
+    """SUMMARY_HEADER, with entity F1 (P@1 and MRR) after the method and seeds when tagging (fact-probing) runs
+    are among the summaries."""
+    extra = (*(ENTITY_F1_HEADER if has_entity_f1(summaries) else ()), *(FACT_HEADER if has_facts(summaries) else ()))
+    return (*SUMMARY_HEADER[:5], *extra, *SUMMARY_HEADER[5:])
+
+
 def summary_rows(summaries: list[GroupSummary]) -> list[list[str]]:
+    tagging, facts = has_entity_f1(summaries), has_facts(summaries)
     return [
         [
             str(s.dataset),
@@ -53,6 +76,9 @@ def summary_rows(summaries: list[GroupSummary]) -> list[list[str]]:
             str(s.shots),
             str(s.method),
             str(len(s.seeds)),
+            *((format_stat(s.stats["test_f1"]), format_ci(s.stats["test_f1"])) if tagging else ()),
+            *((format_stat(s.stats["test_p_at_1"]), format_ci(s.stats["test_p_at_1"])) if facts else ()),
+            *((format_stat(s.stats["test_mrr"]),) if facts else ()),
             format_stat(s.stats["test_accuracy"]),
             format_ci(s.stats["test_accuracy"]),
             format_stat(s.stats["test_macro_f1"]),
@@ -108,6 +134,7 @@ def markdown_report(summaries: list[GroupSummary], incomplete: list[Run], compar
     text = "# Results\n\n"
     for table_number, comparison in enumerate(comparisons, start=1):
         text += results_paragraphs(comparison, table_number)
+    text += size_markdown(summaries, comparisons, markdown_table)
     if any(s.selected for s in summaries):
         text += "\n## Settings selected by best dev accuracy, per seed\n\n"
         text += markdown_table(SELECTED_HEADER, selected_rows(summaries))
@@ -117,14 +144,19 @@ def markdown_report(summaries: list[GroupSummary], incomplete: list[Run], compar
 
 
 def results_paragraphs(c: Comparison, number: int) -> str:
-    name, other = METRIC_NAMES[c.metric], "accuracy" if c.metric == "macro_f1" else "macro_f1"
+    name, other = METRIC_NAMES[c.metric], "accuracy" if c.metric in ("macro_f1", "f1") else "macro_f1"
+    # a tagging dataset's K counts sentences, and its accuracy is over tokens; a fact-probing one's, training facts
+    per_k = "training sentences" if c.metric == "f1" else "examples per class for training"
+    per_k += " and as many for development"
+    if c.metric in ("p_at_1", "mrr"):
+        other, per_k = "mrr" if c.metric == "p_at_1" else "p_at_1", "training facts at most and fixed dev facts"
     seeds = sorted({seed for s in c.ranked for seed in s.seeds}, key=number_first)
     counts = c.best.test_label_counts
     n_test = f"the same {sum(counts):,} test examples" if counts else "one fixed test set"
     text = f"## {c.dataset} · {c.model} · K={c.shots}\n\n"
     text += (
-        f"We compare {len(c.ranked)} methods on {c.dataset} with {c.model}, K={c.shots} examples per class for "
-        f"training and as many for development, over {len(seeds)} seeds ({', '.join(map(str, seeds))}); every "
+        f"We compare {len(c.ranked)} methods on {c.dataset} with {c.model}, K={c.shots} {per_k}, "
+        f"over {len(seeds)} seeds ({', '.join(map(str, seeds))}); every "
         f"run is scored on {n_test}. We lead with {name}: {c.why}.\n\n"
     )
     text += (

@@ -18,6 +18,7 @@ CSV_HEADER = (
     "model",
     "shots",
     "method",
+    "zero_shot",
     "n_seeds",
     "seeds",
     "test_accuracy_mean",
@@ -28,6 +29,18 @@ CSV_HEADER = (
     "test_macro_f1_std",
     "test_macro_f1_ci_low",
     "test_macro_f1_ci_high",
+    "test_f1_mean",
+    "test_f1_std",
+    "test_f1_ci_low",
+    "test_f1_ci_high",
+    "test_p_at_1_mean",
+    "test_p_at_1_std",
+    "test_p_at_1_ci_low",
+    "test_p_at_1_ci_high",
+    "test_mrr_mean",
+    "test_mrr_std",
+    "test_mrr_ci_low",
+    "test_mrr_ci_high",
     "dev_accuracy_mean",
     "dev_accuracy_std",
     "trainable_params",
@@ -43,7 +56,8 @@ def csv_report(summaries: list[GroupSummary]) -> str:
     for s in summaries:
         stats = [
             value
-            for key in ("test_accuracy", "test_macro_f1")
+            # test_f1: entity F1 of tagging runs; p_at_1, mrr: fact probing's
+            for key in ("test_accuracy", "test_macro_f1", "test_f1", "test_p_at_1", "test_mrr")
             for value in (s.stats[key].mean, s.stats[key].std, *(s.stats[key].ci or (None, None)))
         ]
         stats += [s.stats["dev_accuracy"].mean, s.stats["dev_accuracy"].std]
@@ -52,6 +66,7 @@ def csv_report(summaries: list[GroupSummary]) -> str:
             s.model,
             s.shots,
             s.method,
+            s.zero_shot,
             len(s.seeds),
             " ".join(map(str, s.seeds)),
             *stats,
@@ -71,6 +86,7 @@ def json_report(summaries: list[GroupSummary], incomplete: list[Run], comparison
             "model": s.model,
             "shots": s.shots,
             "method": s.method,
+            "zero_shot": s.zero_shot,
             "n_seeds": len(s.seeds),
             "seeds": s.seeds,
             **{key: {"mean": stat.mean, "std": stat.std, "ci95": stat.ci} for key, stat in s.stats.items()},

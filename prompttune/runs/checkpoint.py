@@ -12,6 +12,7 @@ from safetensors.torch import save
 
 from prompttune.data.config import DatasetConfig
 from prompttune.data.records import Example
+from prompttune.data.tagging import is_tagging, label_names, tagged_example
 from prompttune.errors import UserError, one_line
 from prompttune.files import write_atomically, write_json, write_text
 from prompttune.models.config import ModelConfig
@@ -118,10 +119,12 @@ def load_split_examples(run_dir: Path, split: str, cfg: DictConfig) -> list[Exam
         labels, rows = saved["labels"], saved[split]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is damaged (truncated or not a splits file: {one_line(err)})") from None
-    if list(labels) != list(cfg.dataset.labels):
-        raise UserError(f"{path} has labels {labels} but the run's config has {list(cfg.dataset.labels)}")
+    if list(labels) != label_names(cfg.dataset):
+        raise UserError(f"{path} has labels {labels} but the run's config has {label_names(cfg.dataset)}")
     index = {name: i for i, name in enumerate(labels)}
     try:
+        if is_tagging(cfg.dataset):
+            return [tagged_example(str(r["guid"]), r["tokens"], [index[t] for t in r["tags"]]) for r in rows]
         return [Example(str(r["guid"]), r["text_a"], index[r["label"]], r.get("text_b")) for r in rows]
     except (KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{path} is damaged: an example of {split} lacks {one_line(err)}") from None

@@ -115,12 +115,16 @@ def print_summary(metrics: dict) -> None:
         title=f"{metrics['command']}: {metrics['method']} on {metrics['dataset']} ({metrics['model']}, "
         f"K={metrics['shots']}, seed={metrics['seed']})"
     )
-    for column in ("split", "accuracy", "macro_f1", "n"):
+    names = ("f1", "accuracy", "macro_f1")  # f1: tagging
+    if "p_at_1" in (metrics.get("test") or {}):  # fact probing (its accuracy is P@1 again)
+        names = ("p_at_1", "p_at_10", "mrr")
+    shown = [name for name in names if name in (metrics.get("test") or {})]
+    for column in ("split", *shown, "n"):
         table.add_column(column)
     for split in ("dev", "test"):
         if metrics.get(split):
             m = metrics[split]
-            table.add_row(split, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", str(m["n"]))
+            table.add_row(split, *(f"{m[name]:.4f}" for name in shown), str(m["n"]))
     console = Console()
     console.print(table)
     params = metrics["params"]

@@ -1,6 +1,7 @@
 """A run's lifecycle: build the model and method from the config, train (or resume) or evaluate, and fill the
 run directory (metrics.json as a RunRecord, splits.json, checkpoint/, state/)."""
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +12,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from prompttune.config.run import validate
 from prompttune.data import Splits, load_splits
+from prompttune.data.facts import FACT_PROBING, is_fact_probing
 from prompttune.data.records import Example
+from prompttune.data.tagging import ALL_SHOTS, TOKEN_CLASSIFICATION, label_names
 from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.methods import METHODS, build_method, method_config
 from prompttune.methods.core import CLASSIFICATION, Method, Task
 from prompttune.models.loading import load_backbone
 from prompttune.runs.checkpoint import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
-from prompttune.runs.predictions import PREDICTIONS_FILE, write_predictions
+from prompttune.runs.predictions import (
+    PREDICTIONS_FILE,
+    write_fact_predictions,
+    write_predictions,
+    write_tag_predictions,
+)
 from prompttune.runs.probes import peak_memory_mb, reset_peak_memory, timed
 from prompttune.runs.record import RunRecord, config_sha, settings_of
 from prompttune.runs.rundirs import OtherRunsDir
@@ -26,7 +34,7 @@ from prompttune.runs.tracking import TrackingCallback, final_metrics, flat_param
 from prompttune.training import precision
 from prompttune.training.flops import FlopCounter, throughput
 from prompttune.training.loop import TrainResult, class_logits, evaluate, train
-from prompttune.training.metrics import task_metrics
+from prompttune.training.metrics import gold_labels, task_metrics
 from prompttune.training.state import STATE_DIR, Snapshots
 
 log = logging.getLogger(__name__)
@@ -44,7 +52,18 @@ def task_of(cfg: DictConfig, splits_have_text_b: bool) -> Task:
     patterns = OmegaConf.to_container(cfg.dataset.patterns, resolve=True)
     language = cfg.dataset.get("language") or "en"
     kind = cfg.dataset.get("task") or CLASSIFICATION
-    return Task(cfg.dataset.name, list(cfg.dataset.labels), patterns, splits_have_text_b, language, int(cfg.seed), kind)
+    instruction = cfg.dataset.get("instruction")
+    return Task(
+        cfg.dataset.name,
+        label_names(cfg.dataset),  # a tagging dataset's tags
+        patterns,
+        splits_have_text_b,
+        language,
+        int(cfg.seed),
+        kind,
+        instruction,
+        str(cfg.dataset.get("candidates") or "vocabulary"),  # fact probing: what the object is ranked among
+    )
 
 
 def build(cfg: DictConfig, has_text_b: bool) -> Setup:
@@ -84,7 +103,7 @@ def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | No
         method=cfg.method.name,
         dataset=cfg.dataset.name,
         model=cfg.model.name,
-        shots=int(cfg.shots),
+        shots=shots_of(cfg),
         seed=int(cfg.seed),
         run_dir=str(run_dir),
         started_at=previous.started_at if previous else now(),
@@ -99,11 +118,22 @@ def begin(cfg: DictConfig, command: str, run_dir: Path, previous: RunRecord | No
 
 def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig, run_dir: Path) -> tuple[dict, float]:
     """Test metrics (with intervals and calibration) and the seconds they took; writes predictions.jsonl."""
-    logits, seconds = timed(class_logits, setup.method, setup.method.encode(test), trainer_cfg, setup.device)
-    labels = setup.method.task.labels
-    write_predictions(run_dir / PREDICTIONS_FILE, test, logits, labels)
-    metrics = task_metrics(setup.method.task.kind)
-    return metrics(logits, torch.tensor([e.label for e in test]), len(labels)), seconds
+    encoded, task = setup.method.encode(test), setup.method.task
+    logits, seconds = timed(class_logits, setup.method, encoded, trainer_cfg, setup.device)
+    gold = gold_labels(encoded)
+    if task.kind == FACT_PROBING:  # scores over tokens: the head names them
+        write_fact_predictions(
+            run_dir / PREDICTIONS_FILE, test, logits, gold, task.labels, setup.method.head.answer_text
+        )
+    else:
+        write = write_tag_predictions if task.kind == TOKEN_CLASSIFICATION else write_predictions
+        write(run_dir / PREDICTIONS_FILE, test, logits, task.labels)
+    return task_metrics(task.kind).test(logits, gold, task.labels), seconds
+
+
+def shots_of(cfg: DictConfig) -> int | str:
+    """`shots` as given: a whole number, or all (a tagging dataset's whole training pool)."""
+    return ALL_SHOTS if cfg.shots == ALL_SHOTS else int(cfg.shots)
 
 
 def run_name(record: RunRecord) -> str:
@@ -115,19 +145,26 @@ def log_final(tracker, cfg: DictConfig, record: RunRecord) -> None:
 
 
 def draw_splits(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> tuple[Splits, Setup]:
-    """Draw and save the split (and an unlabeled pool), build the method, give it the training examples."""
-    splits = draw_split(cfg, run_dir, n_unlabeled)
-    setup = build(cfg, has_text_b(splits.train + splits.dev + splits.test))
+    """Draw and save the split (and an unlabeled pool), build the method, give it the training examples. Fact
+    probing builds the method first: the split keeps the facts whose object is one token for its tokenizer."""
+    if is_fact_probing(cfg.dataset):
+        validate(cfg)
+        setup = build(cfg, False)
+        splits = draw_split(cfg, run_dir, n_unlabeled, setup.method.head.answers)
+    else:
+        splits = draw_split(cfg, run_dir, n_unlabeled)
+        setup = build(cfg, has_text_b(splits.train + splits.dev + splits.test))
     if splits.unlabeled:
         setup.method.see_unlabeled(splits.unlabeled)
     _, setup.fit_seconds = timed(setup.method.fit_examples, splits.train, splits.dev)
     return splits, setup
 
 
-def draw_split(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0) -> Splits:
-    """Validate the config, draw the few-shot split (and an unlabeled pool), save it to splits.json."""
+def draw_split(cfg: DictConfig, run_dir: Path, n_unlabeled: int = 0, keep_fact=None) -> Splits:
+    """Validate the config, draw the few-shot split (and an unlabeled pool), save it to splits.json; `keep_fact`:
+    which facts a fact-probing split keeps."""
     validate(cfg)
-    splits = load_splits(cfg.dataset, int(cfg.shots), int(cfg.seed), n_unlabeled)
+    splits = load_splits(cfg.dataset, shots_of(cfg), int(cfg.seed), n_unlabeled, keep_fact, str(cfg.model.name))
     write_json(run_dir / "splits.json", splits.to_json())
     return splits
 
@@ -167,6 +204,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     snapshots = resumable_snapshots(cfg, run_dir, previous)
     record = begin(cfg, "train", run_dir, previous)
     splits, setup = draw_splits(cfg, run_dir, unlabeled_size(cfg.method))
+    note_facts(record, splits.facts)
     attach_unlabeled(setup.method, splits, cfg)
     log.info(
         "%s on %s with %s: %d train, %d dev, %d test",
@@ -226,6 +264,19 @@ def finish(record: RunRecord, setup: Setup, eval_seconds: float, n_test: int, ru
     record.write(run_dir)
 
 
+def note_facts(record: RunRecord, facts: dict | None) -> None:
+    """Fact probing: how many facts the relation has, kept for the model, per split (metrics.json `facts`)."""
+    if facts:
+        record.extra["facts"] = dict(facts)
+
+
+def saved_facts(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "splits.json").read_text(encoding="utf-8")).get("facts")
+    except (OSError, ValueError, AttributeError):  # load_split_examples says what is wrong with the file
+        return None
+
+
 def has_text_b(examples: list[Example]) -> bool:
     return any(e.text_b is not None for e in examples)
 
@@ -235,6 +286,7 @@ def run_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
         return _eval_trained(cfg, run_dir, overrides)
     record = begin(cfg, "eval", run_dir)
     splits, setup = draw_splits(cfg, run_dir)
+    note_facts(record, splits.facts)
     if fitted := setup.method.fitted_json():  # e.g. the label words verbalizer=auto found
         write_json(run_dir / FITTED, fitted)
     return _finish_eval(record, setup, cfg, splits.dev, splits.test, run_dir)
@@ -262,6 +314,7 @@ def _eval_trained(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRe
     # the job's own config is the fingerprint: it is what a sweep run again compares
     record = begin(merged, "eval", run_dir, source_run=str(source_dir), config_sha=config_sha(cfg))
     dev, test = load_split_examples(source_dir, "dev", merged), load_split_examples(source_dir, "test", merged)
+    note_facts(record, saved_facts(source_dir))
     setup = build(merged, has_text_b(dev + test))
     load_checkpoint_into(setup.method, state, source_dir)
     setup.method.fit_examples(load_split_examples(source_dir, "train", merged), dev)

@@ -36,6 +36,18 @@ VOLATILE_FIELDS = frozenset(
 )
 # Config keys that do not change a run's results: a run may be resumed with other values of them.
 NOT_FINGERPRINTED = ("resume", "trainer.save_every", "trainer.threads")
+# Keys added after run dirs were first fingerprinted, with the value that reproduces the runs written before them:
+# left out of the fingerprint at that value, so that those runs still resume and a sweep still skips them.
+ADDED_AT = {
+    "trainer.min_epochs": None,
+    "trainer.evals": None,
+    "dataset.task": "classification",
+    "dataset.tag_scheme": "bio",
+    "dataset.candidates": "vocabulary",
+    "method.chat": False,
+    "method.instruction": None,
+    "model.parts": None,
+}
 
 
 @dataclass
@@ -117,11 +129,22 @@ def config_sha(cfg: DictConfig) -> str:
     """A fingerprint of the resolved config, without the keys that do not change results."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for dotted in NOT_FINGERPRINTED:
-        *parents, key = dotted.split(".")
-        node = resolved
-        for parent in parents:
-            node = node.get(parent, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(key, None)
+        _drop(resolved, dotted)
+    for dotted, neutral in ADDED_AT.items():
+        _drop(resolved, dotted, only_if=neutral)
+    if not (resolved.get("method") or {}).get("chat"):  # the instruction is read by chat prompts only
+        _drop(resolved, "dataset.instruction")
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_ANY = object()
+
+
+def _drop(resolved: dict, dotted: str, only_if: object = _ANY) -> None:
+    *parents, key = dotted.split(".")
+    node = resolved
+    for parent in parents:
+        node = node.get(parent, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and key in node and (only_if is _ANY or node[key] == only_if):
+        del node[key]

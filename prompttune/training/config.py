@@ -22,6 +22,9 @@ class Optimizer(StrEnum):
 class TrainerConfig:
     max_steps: int | None = bounded(40, ge=1)  # optimizer steps; null: use epochs
     epochs: int = bounded(10, ge=1)  # used when max_steps is null
+    # At least this many epochs even when max_steps is set: a budget that grows with the split (a step count
+    # tuned at K=16 is under one epoch at K=256); null: max_steps alone
+    min_epochs: int | None = bounded(None, ge=1)
     batch_size: int = bounded(8, ge=1)
     eval_batch_size: int = bounded(32, ge=1)
     optimizer: Optimizer = Optimizer.adamw
@@ -31,6 +34,7 @@ class TrainerConfig:
     warmup_ratio: float = bounded(0.1, ge=0, le=1)
     max_grad_norm: float | None = bounded(1.0, ge=0)  # null or 0: no clipping
     eval_every: int | None = bounded(10, ge=1)  # evaluate on dev every N steps, keep the best; null: at the end
+    evals: int | None = bounded(None, ge=1)  # instead of eval_every: this many dev evaluations, evenly spaced
     log_every: int = bounded(5, ge=1)
     save_every: int | None = bounded(None, ge=1)  # a resumable state every N steps in state/; null: on signals only
     precision: Precision = Precision.fp32

@@ -16,7 +16,7 @@ from prompttune.errors import UserError
 from prompttune.methods.core import Method
 from prompttune.prompts.encoding import EncodedExample, collate
 from prompttune.training import interrupts
-from prompttune.training.metrics import classification_metrics
+from prompttune.training.metrics import gold_labels, task_metrics
 from prompttune.training.precision import MasterCopies, adamw, autocast
 from prompttune.training.state import Snapshots, Trainables, TrainProgress
 
@@ -72,16 +72,24 @@ def predict(method: Method, encoded: list[EncodedExample], cfg: DictConfig, devi
         for batch in batches(encoded, cfg.eval_batch_size, pad_id, by_length):
             outputs.append(method(to_device(batch, device)).float().cpu())
     method.train(was_training)
-    logits = torch.cat(outputs)
+    logits = concatenated(outputs)
     return logits[torch.argsort(torch.tensor(by_length))]
+
+
+def concatenated(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The batches' scores as one tensor; per-word scores [B, W, C] padded with 0 to the most words of any batch
+    (a tagging head's padding: its argmax is tag 0, O)."""
+    if outputs and outputs[0].dim() == 3:
+        width = max(out.shape[1] for out in outputs)
+        outputs = [torch.nn.functional.pad(out, (0, 0, 0, width - out.shape[1])) for out in outputs]
+    return torch.cat(outputs)
 
 
 def evaluate(
     method: Method, encoded: list[EncodedExample], cfg: DictConfig, device: torch.device, calibrate: bool = True
 ) -> dict[str, float]:
     logits = class_logits(method, encoded, cfg, device, calibrate)
-    labels = torch.tensor([e.label for e in encoded])
-    return classification_metrics(logits, labels, len(method.task.labels))
+    return task_metrics(method.task.kind).dev(logits, gold_labels(encoded), method.task.labels)
 
 
 def class_logits(
@@ -119,9 +127,17 @@ class NoCallback:
 
 
 def total_steps(cfg: DictConfig, n_train: int) -> int:
-    if cfg.max_steps is not None:
-        return int(cfg.max_steps)
-    return int(cfg.epochs) * math.ceil(n_train / cfg.batch_size)
+    """max_steps, or epochs when it is null; never fewer than min_epochs."""
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    steps = int(cfg.epochs) * per_epoch if cfg.max_steps is None else int(cfg.max_steps)
+    return max(steps, int(cfg.get("min_epochs") or 0) * per_epoch)
+
+
+def dev_interval(cfg: DictConfig, steps: int) -> int:
+    """Steps between dev evaluations: `evals` spread evenly over the run, else eval_every (null: at the end)."""
+    if cfg.get("evals"):
+        return max(1, math.ceil(steps / int(cfg.evals)))
+    return cfg.eval_every or steps
 
 
 def train(
@@ -144,11 +160,10 @@ def train(
     masters = MasterCopies(groups)
     optimizer = make_optimizer(cfg.optimizer, masters.groups, device)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-    live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed))
+    live = Trainables(method, optimizer, schedule, torch.Generator().manual_seed(seed), masters)
     run = (snapshots.restore(live) if snapshots else None) or TrainProgress()
-    masters.model_to_masters()  # a restored state replaced the weights
     pad_id = method.pad_token_id
-    eval_every = cfg.eval_every or steps
+    eval_every = dev_interval(cfg, steps)
     method.train()
     with _progress() as progress, interrupts.deferred():
         task = progress.add_task("train", total=steps, completed=run.step, loss=float("nan"))
@@ -185,8 +200,10 @@ def _evaluate_on_dev(method, dev_set, cfg, device, run: TrainProgress, loss: flo
     """Dev metrics, uncalibrated unless method.calibrate_dev: calibration does not pick the checkpoint."""
     dev = evaluate(method, dev_set, cfg, device, calibrate=method.cfg.calibrate_dev)
     run.history.append({"step": run.step, "loss": loss, "dev": dev})
-    log.info("step %d dev accuracy %.4f macro_f1 %.4f", run.step, dev["accuracy"], dev["macro_f1"])
-    if run.best_dev is None or dev["accuracy"] > run.best_dev["accuracy"]:
+    key = task_metrics(method.task.kind).selection  # accuracy; entity F1 for tagging
+    shown = " ".join(f"{name} {dev[name]:.4f}" for name in dict.fromkeys((key, "accuracy", "macro_f1")))
+    log.info("step %d dev %s", run.step, shown)
+    if run.best_dev is None or dev[key] > run.best_dev[key]:
         run.best_step, run.best_dev = run.step, dev
         run.best_state = {k: v.clone() for k, v in method.trainable_state().items()}
     return dev

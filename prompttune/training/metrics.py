@@ -1,11 +1,16 @@
-"""Classification metrics: the few used to pick a checkpoint, and the full test report of a run."""
+"""Classification metrics: the few used to pick a checkpoint, and the full test report of a run; the registry
+of every task kind's metrics (TASK_METRICS)."""
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from sklearn.metrics import f1_score
+from torch.nn.utils.rnn import pad_sequence
 
 from prompttune.errors import UserError
+from prompttune.prompts.encoding import IGNORED, EncodedExample
 
 CONFIDENCE = 0.95
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -92,12 +97,37 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return float(gap.sum() / count.sum())
 
 
-# A task kind's test metrics, from the method's scores and the gold labels; a new task kind adds its entry here
-# (and a head that scores it), not a branch in every method.
-TASK_METRICS = {"classification": evaluation_metrics}
+@dataclass(frozen=True)
+class TaskMetrics:
+    """How a task kind is measured, from the method's scores, the gold labels (`gold_labels`) and the label
+    names: `dev` at every evaluation (cheap), `test` for the run's report; the best checkpoint maximises the
+    dev metric `selection`."""
+
+    dev: Callable[[torch.Tensor, torch.Tensor, list[str]], dict]
+    test: Callable[[torch.Tensor, torch.Tensor, list[str]], dict]
+    selection: str
 
 
-def task_metrics(kind: str):
+# A task kind's metrics; a new task kind adds its entry (token_classification: training/tagging_metrics.py, which
+# registers itself) and a head that scores it, not a branch in every method.
+TASK_METRICS = {
+    "classification": TaskMetrics(
+        dev=lambda logits, labels, names: classification_metrics(logits, labels, len(names)),
+        test=lambda logits, labels, names: evaluation_metrics(logits, labels, len(names)),
+        selection="accuracy",
+    )
+}
+
+
+def task_metrics(kind: str) -> TaskMetrics:
     if kind not in TASK_METRICS:
         raise UserError(f"task kind {kind!r} has no metrics yet; use one of {sorted(TASK_METRICS)}")
     return TASK_METRICS[kind]
+
+
+def gold_labels(encoded: list[EncodedExample]) -> torch.Tensor:
+    """The labels [N]; of tagged sentences, every word's tag [N, most words], IGNORED past a sentence's words."""
+    if encoded and encoded[0].tags is not None:
+        tags = [torch.tensor(e.tags, dtype=torch.long) for e in encoded]
+        return pad_sequence(tags, batch_first=True, padding_value=IGNORED)
+    return torch.tensor([e.label for e in encoded])

@@ -80,6 +80,14 @@ class MasterCopies:
             torch._foreach_copy_(self.model, self.masters)
 
     @torch.no_grad()
+    def load(self, masters: list[torch.Tensor]) -> None:
+        """Restore saved masters (a resumed bf16 run continues from the fp32 values, not their bf16 rounding)."""
+        if len(masters) != len(self.masters):
+            raise ValueError(f"{len(masters)} saved master copies for {len(self.masters)} parameters")
+        if self.masters:
+            torch._foreach_copy_(self.masters, masters)
+
+    @torch.no_grad()
     def model_to_masters(self) -> None:
         """After the model's weights were replaced (e.g. a checkpoint loaded), start the masters from them."""
         if self.model:

@@ -1,10 +1,10 @@
 """A training run's resumable state: where the loop stands, and its snapshots on disk (no pickle).
 
-A snapshot is two files in `<run dir>/state/`: `<step>.safetensors` (trainable parameters, best-on-dev
-parameters, optimizer tensors, torch RNG states) and `<step>.json` (everything else: step, data order and
-position in it, best-on-dev metrics, history, optimizer hyper-parameters, scheduler, python and numpy RNG).
-Each file is written atomically and the JSON last, so a snapshot counts only once both are whole: a kill at
-any moment, even mid-write, leaves the previous snapshot usable. Older snapshots are removed after a save.
+A snapshot is two files in `<run dir>/state/`: `<step>.safetensors` (trainable parameters, under bf16 their fp32
+master copies too, best-on-dev parameters, optimizer tensors, torch RNG states) and `<step>.json` (everything else:
+step, data order and position in it, best-on-dev metrics, history, optimizer hyper-parameters, scheduler, python and
+numpy RNG). Each file is written atomically and the JSON last, so a snapshot counts only once both are whole: a kill
+at any moment, even mid-write, leaves the previous snapshot usable. Older snapshots are removed after a save.
 """
 
 import json
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from prompttune.errors import UserError, one_line
 from prompttune.files import write_atomically, write_json
+from prompttune.training.precision import MasterCopies
 
 log = logging.getLogger(__name__)
 STATE_DIR = "state"
@@ -49,6 +50,7 @@ class Trainables:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     shuffler: torch.Generator
+    masters: MasterCopies
 
 
 class Snapshots:
@@ -65,6 +67,7 @@ class Snapshots:
         tensors |= {f"param/{k}": v for k, v in live.method.trainable_state().items()}
         tensors |= {f"best/{k}": v for k, v in (progress.best_state or {}).items()}
         tensors |= {f"rng/{k}": v for k, v in _torch_rng(live.shuffler).items()}
+        tensors |= {f"master/{i}": v for i, v in enumerate(live.masters.masters)}  # fp32 copies of bf16 weights
         meta = {
             "format": FORMAT,
             "config_sha": self.fingerprint,
@@ -106,6 +109,7 @@ class Snapshots:
             raise UserError(f"{path} was saved by a run of another config; resume it with the config it was run with")
         try:
             live.method.load_trainable_state(_prefixed(tensors, "param/"))
+            _restore_masters(live.masters, _prefixed(tensors, "master/"))
             live.optimizer.load_state_dict(_optimizer_state(meta["optimizer"], tensors))
             live.schedule.load_state_dict(meta["scheduler"])
             _set_rng(tensors, meta, live.shuffler)
@@ -148,6 +152,15 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _restore_masters(masters: MasterCopies, saved: dict[str, torch.Tensor]) -> None:
+    """The saved fp32 masters; a snapshot without them (fp32, or saved before they were) starts them from the
+    restored weights."""
+    if saved:
+        masters.load([saved[str(i)] for i in range(len(saved))])
+    else:
+        masters.model_to_masters()
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
