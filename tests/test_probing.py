@@ -4,8 +4,6 @@ filter on SmolLM2's tokenizer, the fixed split, P@1/P@10/MRR, the answer head on
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from prompttune.prompts.encoding import collate
 from prompttune.training.metrics import task_metrics
 from prompttune.training.probing_metrics import answer_ranks
 from tests.helpers import build_method, compose_config
+from tests.test_cli import prompttune
 
 RELATIONS = ("facts_capital", "facts_city_state", "facts_currency", "facts_nationality")
 
@@ -120,10 +119,6 @@ def test_relation_candidates_score_only_the_relations_one_token_objects():
 
 
 # --- the command line ----------------------------------------------------------------------------------
-
-
-def prompttune(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prompttune", *args], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize(

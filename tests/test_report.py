@@ -347,8 +347,9 @@ def test_the_curve_against_k_has_a_band_per_method_and_zero_shot_as_a_dashed_lev
 def test_model_size_is_an_axis_with_the_gap_to_finetuning_per_size(tmp_path):
     from matplotlib.figure import Figure
 
+    from prompttune.reporting.plots import draw_size_lines
     from prompttune.reporting.reading import find_metrics_files, read_run
-    from prompttune.reporting.sizes import draw_size_lines, size_panels
+    from prompttune.reporting.sizes import size_panels
     from prompttune.reporting.summary import summarize
 
     sweep, job = tmp_path / "sweep", 0

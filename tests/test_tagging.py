@@ -4,8 +4,6 @@ methods that stop with one line."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,6 +19,7 @@ from prompttune.training.loop import predict
 from prompttune.training.metrics import gold_labels, task_metrics
 from prompttune.training.tagging_metrics import bootstrap_f1_interval, seqeval_names, tagging_evaluation
 from tests.helpers import build_method, compose_config
+from tests.test_cli import prompttune
 
 BIO = tag_names(["PER", "LOC"], "bio")  # O, B-PER, I-PER, B-LOC, I-LOC
 
@@ -176,10 +175,6 @@ def test_the_offline_ner_corpora_load():
 
 
 # --- the command line ---------------------------------------------------------------------------------
-
-
-def prompttune(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prompttune", *args], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 from prompttune.files import write_atomically
 from prompttune.reporting.comparing import Comparison
 from prompttune.reporting.reading import METRIC_NAMES
-from prompttune.reporting.sizes import draw_size_lines, size_panels
+from prompttune.reporting.sizes import backbone_sizes, size_panels
 from prompttune.reporting.summary import GroupSummary, number_first, panels_by
 
 
@@ -69,12 +69,7 @@ def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) 
     trained = [s for s in members if on_shots_axis(s)]
     for (method,), lines in panels_by(trained, lambda s: (s.method,)).items():
         lines = sorted(lines, key=lambda s: number_first(s.shots))
-        stats = [s.stats[stat_key] for s in lines]
-        shots = [s.shots for s in lines]
-        (line,) = ax.plot(shots, [percent(st.mean) for st in stats], marker="o", label=method)
-        low = [percent(st.ci[0] if st.ci else st.mean) for st in stats]
-        high = [percent(st.ci[1] if st.ci else st.mean) for st in stats]
-        ax.fill_between(shots, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        draw_band_line(ax, [s.shots for s in lines], [s.stats[stat_key] for s in lines], method)
     for level in (s for s in members if s.zero_shot):
         ax.axhline(percent(level.stats[stat_key].mean), linestyle="--", linewidth=1, color="tab:gray")
         ax.annotate(
@@ -88,12 +83,37 @@ def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) 
     shots = sorted({s.shots for s in trained})
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
+    finish_axis(ax, "labelled examples per class (K)", stat_key, f"{title}: vs K (bands: 95% CI over seeds)")
+
+
+def draw_size_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
+    """The metric against the backbone's parameter count (log axis), a line per method, a band at its 95%
+    interval over seeds."""
+    sizes = backbone_sizes(members)
+    for (method,), runs in panels_by(members, lambda s: (s.method,)).items():
+        runs = sorted(runs, key=lambda s: sizes[s.model])
+        draw_band_line(ax, [sizes[s.model] for s in runs], [s.stats[stat_key] for s in runs], method)
+    ticks = sorted(sizes.items(), key=lambda item: item[1])
+    ax.set_xscale("log")
+    ax.set_xticks([n for _, n in ticks], [f"{model}\n{n / 1e6:.0f}M" for model, n in ticks], fontsize=7)
+    finish_axis(ax, "backbone parameters (log)", stat_key, f"{title}: vs model size (bands: 95% CI)")
+
+
+def draw_band_line(ax, x: list, stats: list, label: str) -> None:
+    """A line through the means and a band at the 95% interval (the mean where there is no interval)."""
+    (line,) = ax.plot(x, [percent(st.mean) for st in stats], marker="o", label=label)
+    low = [percent(st.ci[0] if st.ci else st.mean) for st in stats]
+    high = [percent(st.ci[1] if st.ci else st.mean) for st in stats]
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+
+
+def finish_axis(ax, xlabel: str, stat_key: str, title: str) -> None:
     ax.minorticks_off()
-    ax.set_xlabel("labelled examples per class (K)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {METRIC_NAMES[stat_key.removeprefix('test_')]} (%)")
-    ax.set_title(f"{title}: vs K (bands: 95% CI over seeds)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
 
 
 def percent(value: float | None) -> float:

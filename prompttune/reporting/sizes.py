@@ -1,6 +1,6 @@
-"""Model size as an axis: where runs of one method differ only in the backbone, the lead metric against the
-backbone's parameter count (log axis, a line per method, a band at the 95% interval over seeds), and each
-method's gap to fine-tuning at every size."""
+"""Model size as an axis: where runs of one method differ only in the backbone, which panels to draw (the lead
+metric against the backbone's parameter count: `plots.draw_size_lines`) and each method's gap to fine-tuning at
+every size."""
 
 from prompttune.reporting.comparing import Comparison
 from prompttune.reporting.reading import METRIC_NAMES
@@ -26,27 +26,6 @@ def backbone_sizes(members: list[GroupSummary]) -> dict[str, int]:
     for s in members:
         sizes[s.model] = min(sizes.get(s.model, s.total_params), s.total_params)
     return sizes
-
-
-def draw_size_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
-    sizes = backbone_sizes(members)
-    for (method,), runs in panels_by(members, lambda s: (s.method,)).items():
-        runs = sorted(runs, key=lambda s: sizes[s.model])
-        x = [sizes[s.model] for s in runs]
-        stats = [s.stats[stat_key] for s in runs]
-        (line,) = ax.plot(x, [100 * (st.mean or 0) for st in stats], marker="o", label=method)
-        low = [100 * (st.ci[0] if st.ci else st.mean or 0) for st in stats]
-        high = [100 * (st.ci[1] if st.ci else st.mean or 0) for st in stats]
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-    ticks = sorted(sizes.items(), key=lambda item: item[1])
-    ax.set_xscale("log")
-    ax.set_xticks([n for _, n in ticks], [f"{model}\n{n / 1e6:.0f}M" for model, n in ticks], fontsize=7)
-    ax.minorticks_off()
-    ax.set_xlabel("backbone parameters (log)")
-    ax.set_ylabel(f"test {METRIC_NAMES[stat_key.removeprefix('test_')]} (%)")
-    ax.set_title(f"{title}: vs model size (bands: 95% CI)", fontsize=10)
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
 
 
 def gap_rows(members: list[GroupSummary], comparisons: list[Comparison]) -> list[list[str]]:
