@@ -164,11 +164,11 @@ def test_icl_draw_depends_on_the_seed_only():
 @pytest.mark.slow
 def test_icl_writes_a_run_dir_with_zero_steps_that_eval_reproduces(tmp_path):
     args = ["method=icl", "model=tiny_llama", "shots=4", "dataset.test_size=12", "method.calibration=contextual"]
-    metrics, train_dir = train_then_eval(tmp_path, *args)
+    metrics, train_dir = train_then_eval(tmp_path, *args, "method.demos_per_class=4")
     assert metrics["steps"] == 0 and metrics["params"]["trainable"] == 0
     demos = json.loads((train_dir / "checkpoint/fitted.json").read_text())["demonstrations"]
     train_guids = {r["guid"] for r in json.loads((train_dir / "splits.json").read_text())["train"]}
-    assert len(demos) == 8 and set(demos) <= train_guids
+    assert len(demos) == 8 and set(demos) <= train_guids  # 4 per class
 
 
 def test_icl_needs_the_verbalizer_head():
