@@ -38,6 +38,7 @@ def test_demonstrations_are_earlier_turns_and_the_label_word_is_the_answer():
     assert encoded.mask_positions == [len(encoded.input_ids) - 1]
 
 
+@pytest.mark.slow
 def test_a_model_without_a_chat_template_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match="has no chat template"):
         build_method("method=icl", "model=tiny_bert", "method.chat=true")
