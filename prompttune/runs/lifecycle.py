@@ -12,21 +12,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from prompttune.config.run import validate
 from prompttune.data import Splits, load_splits
-from prompttune.data.facts import FACT_PROBING, is_fact_probing
+from prompttune.data.facts import is_fact_probing
 from prompttune.data.records import Example
-from prompttune.data.tagging import ALL_SHOTS, TOKEN_CLASSIFICATION, label_names
+from prompttune.data.tagging import ALL_SHOTS, label_names
 from prompttune.errors import UserError
 from prompttune.files import write_json
 from prompttune.methods import METHODS, build_method, method_config
 from prompttune.methods.core import CLASSIFICATION, Method, Task
 from prompttune.models.loading import load_backbone
 from prompttune.runs.checkpoint import FITTED, load_checkpoint_into, load_run, load_split_examples, now, save_checkpoint
-from prompttune.runs.predictions import (
-    PREDICTIONS_FILE,
-    write_fact_predictions,
-    write_predictions,
-    write_tag_predictions,
-)
+from prompttune.runs.predictions import PREDICTIONS_FILE, write_task_predictions
 from prompttune.runs.probes import peak_memory_mb, reset_peak_memory, timed
 from prompttune.runs.record import RunRecord, config_sha, settings_of
 from prompttune.runs.rundirs import OtherRunsDir
@@ -121,13 +116,7 @@ def evaluate_test(setup: Setup, test: list[Example], trainer_cfg: DictConfig, ru
     encoded, task = setup.method.encode(test), setup.method.task
     logits, seconds = timed(class_logits, setup.method, encoded, trainer_cfg, setup.device)
     gold = gold_labels(encoded)
-    if task.kind == FACT_PROBING:  # scores over tokens: the head names them
-        write_fact_predictions(
-            run_dir / PREDICTIONS_FILE, test, logits, gold, task.labels, setup.method.head.answer_text
-        )
-    else:
-        write = write_tag_predictions if task.kind == TOKEN_CLASSIFICATION else write_predictions
-        write(run_dir / PREDICTIONS_FILE, test, logits, task.labels)
+    write_task_predictions(run_dir / PREDICTIONS_FILE, test, logits, gold, setup.method)
     return task_metrics(task.kind).test(logits, gold, task.labels), seconds
 
 

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import torch
 
+from prompttune.data.facts import FACT_PROBING
 from prompttune.data.records import Example
+from prompttune.data.tagging import TOKEN_CLASSIFICATION
 from prompttune.files import write_text
+from prompttune.methods.core import CLASSIFICATION, Method
 from prompttune.training.probing_metrics import TOP_K, answer_ranks
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -82,6 +85,27 @@ def write_fact_predictions(
         for fact, predicted, words, rank in zip(facts, best_texts, top_texts, ranks, strict=True)
     ]
     write_text(path, "".join(line + "\n" for line in lines))
+
+
+# A task kind's predictions.jsonl, from the test examples, the method's scores, the gold labels and the method
+# (label names, and of fact probing the head's token names): a new task kind adds its writer here.
+PREDICTION_WRITERS: dict[str, Callable[[Path, list[Example], torch.Tensor, torch.Tensor, Method], None]] = {
+    CLASSIFICATION: lambda path, examples, scores, gold, method: write_predictions(
+        path, examples, scores, method.task.labels
+    ),
+    TOKEN_CLASSIFICATION: lambda path, examples, scores, gold, method: write_tag_predictions(
+        path, examples, scores, method.task.labels
+    ),
+    FACT_PROBING: lambda path, examples, scores, gold, method: write_fact_predictions(
+        path, examples, scores, gold, method.task.labels, method.head.answer_text
+    ),
+}
+
+
+def write_task_predictions(
+    path: Path, examples: list[Example], scores: torch.Tensor, gold: torch.Tensor, method: Method
+) -> None:
+    PREDICTION_WRITERS[method.task.kind](path, examples, scores, gold, method)
 
 
 def read_predictions(path: Path) -> list[dict]:
