@@ -237,14 +237,26 @@ def _check_chat_template(cfg) -> None:
     """method.chat=true needs the model's chat template: read from its tokenizer before a run dir is written."""
     if not cfg.method.get("chat") or cfg.model.name in _CHAT_CHECKED:
         return
-    from prompttune.models.loading import load_tokenizer
     from prompttune.prompts.chat import chat_turns
 
-    chat_turns(load_tokenizer(cfg.model), cfg.model.name)
+    chat_turns(_tokenizer_of(cfg.model), cfg.model.name)
     _CHAT_CHECKED.add(cfg.model.name)
 
 
 _CHAT_CHECKED: set[str] = set()
+
+
+def _tokenizer_of(model_cfg):
+    """The model's tokenizer, read once per model for all of a sweep's pre-flight checks."""
+    name = str(model_cfg.name)
+    if name not in _TOKENIZERS:
+        from prompttune.models.loading import load_tokenizer
+
+        _TOKENIZERS[name] = load_tokenizer(model_cfg)
+    return _TOKENIZERS[name]
+
+
+_TOKENIZERS: dict[str, object] = {}
 
 
 def _check_fact_objects(cfg) -> None:
@@ -259,9 +271,7 @@ def _check_fact_objects(cfg) -> None:
     key = (str(cfg.model.name), str(cfg.dataset.name), answer_space(cfg.dataset, cfg.method), facts)
     if key in _FACTS_CHECKED:
         return
-    from prompttune.models.loading import load_tokenizer
-
-    require_answerable_facts(cfg.dataset, cfg.method, load_tokenizer(cfg.model), str(cfg.model.name))
+    require_answerable_facts(cfg.dataset, cfg.method, _tokenizer_of(cfg.model), str(cfg.model.name))
     _FACTS_CHECKED.add(key)
 
 
