@@ -22,6 +22,7 @@ Hydra's flags work after the subcommand: -m, --cfg job, --help, --config-dir DIR
 # Flags Hydra takes with a value, and flags that only inspect the config (no check needed).
 _VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
 _INSPECT_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+_PRINT_FLAGS = {"--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}  # Hydra refuses them with -m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        if MULTIRUN_FLAGS.intersection(rest) and _PRINT_FLAGS.intersection(rest):
+            raise UserError(
+                "-m cannot be combined with --cfg, --info or --shell-completion (Hydra does one of them); "
+                "drop -m to print the config of one job, with that job's values"
+            )
         if not _INSPECT_FLAGS.intersection(rest):
             rest = prepare(command, rest)
     except UserError as err:
@@ -198,8 +204,33 @@ def check_overrides(command: str, rest: list[str]) -> None:
         _check_group_choice(override, config_dir)
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        if MULTIRUN_FLAGS.intersection(rest):
+            given = {o.get_key_element() for o in parsed}
+            preset = _preset_sweeps(command, [values[0] for values in choices], config_dir, given)
+            for override in dict.fromkeys(value for values in preset for value in values):
+                _check_group_choice(override, config_dir)
+            choices += preset
         for job in itertools.product(*choices):
             _check_one(command, list(job), config_dir)
+
+
+def _preset_sweeps(command: str, first_job: list[str], config_dir: Path | None, given: set[str]) -> list[list[str]]:
+    """What a preset sweeps itself (`hydra.sweeper.params`, e.g. experiment=paradigm_curve), for the keys the
+    command line leaves to it: each key's values as overrides."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        cfg = compose(command, overrides=_with_user_config_dir(first_job, config_dir), return_hydra_config=True)
+    except Exception as err:
+        raise UserError(_composition_problem(err, command)) from None
+    params = cfg.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={values}" for key, values in params.items() if key not in given]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception as err:
+        raise UserError(f"cannot parse the preset's hydra.sweeper.params: {_first_line(err)}") from None
+    return [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
 
 
 def _sweep_values(override) -> list[str]:

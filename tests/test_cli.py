@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from prompttune import cli
 from prompttune.config.run import validate
+from prompttune.errors import UserError
 from prompttune.paths import CONFIG_DIR
 from tests.helpers import compose_config
 
@@ -153,12 +154,24 @@ def one_error_line(stderr: str) -> str:
         (["train", "trainer.lr=nan"], "trainer.lr=nan is invalid; allowed: a finite number >= 0"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size=0"),
         (["train", "-m", "method=pet,nope"], "method 'nope' is unknown"),
+        (["train", "-m", "method=pet,finetune", "--cfg", "job"], "-m cannot be combined with --cfg"),
         (["frobnicate"], "unknown command"),
     ],
 )
 def test_bad_input_fails_up_front_with_one_line(args, message, capsys):
     assert cli.main(args) == 2
     assert message in one_error_line(capsys.readouterr().err)
+
+
+def test_a_bad_value_in_a_presets_own_sweep_fails_up_front(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    preset = "# @package _global_\nhydra:\n  sweeper:\n    params:\n      method: pet,nope\n"
+    (tmp_path / "experiment" / "bad_sweep.yaml").write_text(preset)
+    args = ["-m", "--config-dir", str(tmp_path), "experiment=bad_sweep"]
+    with pytest.raises(UserError, match="method 'nope' is unknown"):
+        cli.check_overrides("train", args)
+    # a value on the command line replaces the preset's list, as in Hydra's sweeper: nothing left to refuse
+    cli.check_overrides("train", [*args, "method=pet"])
 
 
 @pytest.mark.slow

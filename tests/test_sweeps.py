@@ -1,6 +1,7 @@
 """Multiruns through the real CLI (tiny model, 2 steps), the launcher configs, and `prompttune report` on a
 real sweep."""
 
+import itertools
 import json
 import os
 import statistics
@@ -155,6 +156,25 @@ def test_experiment_presets_set_shots_seeds_and_only_known_trainer_keys(preset, 
     assert cfg.hydra.sweeper.params == {"seed": seeds}
     assert set(cfg.trainer) == set(composed().trainer)  # a misspelt trainer key would add a new one
     assert cfg.trainer.eval_every < cfg.trainer.max_steps
+
+
+GROUPS = ("method", "dataset", "model")  # a swept group's option is its config's `name`
+
+
+@pytest.mark.parametrize("preset", ["paradigm_curve", "ner_table"])
+def test_every_job_of_a_sweep_preset_composes_and_validates(preset):
+    from prompttune.config.run import validate
+
+    params = composed(f"experiment={preset}").hydra.sweeper.params
+    swept = [[(key, value) for value in str(values).split(",")] for key, values in params.items()]
+    jobs = list(itertools.product(*swept))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        configs = [compose("train", [f"experiment={preset}", *(f"{k}={v}" for k, v in job)]) for job in jobs]
+    for job, cfg in zip(jobs, configs, strict=True):
+        validate(cfg)
+        for key, value in job:
+            assert str(OmegaConf.select(cfg, f"{key}.name" if key in GROUPS else key)) == value
+    assert len(jobs) == 72
 
 
 @pytest.fixture
