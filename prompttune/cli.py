@@ -190,47 +190,50 @@ def check_overrides(command: str, rest: list[str]) -> None:
     """Compose and validate the config of every job a sweep would run, so that a mistake in any value of any
     key fails here, in one line, before the first job starts."""
     from hydra import initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from prompttune.config.run import register_configs
 
     overrides, config_dir = split_arguments(rest)
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
-    except Exception as err:  # Hydra's parse errors are several lines; keep the first
-        raise UserError(f"cannot parse the overrides: {_first_line(err)}") from None
-    choices = [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
-    for override in dict.fromkeys(value for values in choices for value in values):
-        _check_group_choice(override, config_dir)
+    parsed = _parsed([o for o in overrides if not o.startswith("hydra")], "the overrides")
+    choices = _checked_choices(parsed, config_dir)
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         if MULTIRUN_FLAGS.intersection(rest):
             given = {o.get_key_element() for o in parsed}
-            preset = _preset_sweeps(command, [values[0] for values in choices], config_dir, given)
-            for override in dict.fromkeys(value for values in preset for value in values):
-                _check_group_choice(override, config_dir)
-            choices += preset
+            preset = _preset_sweep_lines(command, [values[0] for values in choices], config_dir, given)
+            choices += _checked_choices(_parsed(preset, "the preset's hydra.sweeper.params"), config_dir)
         for job in itertools.product(*choices):
             _check_one(command, list(job), config_dir)
 
 
-def _preset_sweeps(command: str, first_job: list[str], config_dir: Path | None, given: set[str]) -> list[list[str]]:
-    """What a preset sweeps itself (`hydra.sweeper.params`, e.g. experiment=paradigm_curve), for the keys the
-    command line leaves to it: each key's values as overrides."""
-    from hydra import compose
+def _parsed(lines: list[str], what: str) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except Exception as err:  # Hydra's parse errors are several lines; keep the first
+        raise UserError(f"cannot parse {what}: {_first_line(err)}") from None
+
+
+def _checked_choices(parsed: list, config_dir: Path | None) -> list[list[str]]:
+    """Each override's values (one, or a sweep's), every group option among them checked to exist."""
+    choices = [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
+    for override in dict.fromkeys(value for values in choices for value in values):
+        _check_group_choice(override, config_dir)
+    return choices
+
+
+def _preset_sweep_lines(command: str, first_job: list[str], config_dir: Path | None, given: set[str]) -> list[str]:
+    """What a preset sweeps itself (`hydra.sweeper.params`, e.g. experiment=paradigm_curve), for the keys the
+    command line leaves to it, as override lines."""
+    from hydra import compose
 
     try:
         cfg = compose(command, overrides=_with_user_config_dir(first_job, config_dir), return_hydra_config=True)
     except Exception as err:
         raise UserError(_composition_problem(err, command)) from None
     params = cfg.hydra.sweeper.get("params") or {}
-    lines = [f"{key}={values}" for key, values in params.items() if key not in given]
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except Exception as err:
-        raise UserError(f"cannot parse the preset's hydra.sweeper.params: {_first_line(err)}") from None
-    return [[o.input_line] if not o.is_sweep_override() else _sweep_values(o) for o in parsed]
+    return [f"{key}={values}" for key, values in params.items() if key not in given]
 
 
 def _sweep_values(override) -> list[str]:
