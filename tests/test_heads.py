@@ -1,5 +1,6 @@
 """finetune's head as AutoModelForSequenceClassification, segment ids for pairs, separate learning rates."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,6 +47,20 @@ def test_head_lr_gives_the_head_its_own_group():
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
     assert by_lr[1e-3] == {id(p) for p in method.head.parameters()}
     assert by_lr[1e-5] == {id(p) for p in method.backbone.parameters()}
+
+
+def test_model_lr_scale_scales_the_backbones_own_weights_only():
+    method = build_method("method=finetune", "model=tiny_bert", "method.head_lr=1e-3", "model.lr_scale=0.1")
+    groups = {g["name"]: g for g in method.param_groups(lr=2e-5, prompt_lr=1e-3, weight_decay=0.0)}
+    assert groups["backbone"]["lr"] == pytest.approx(2e-6)
+    assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in method.backbone.parameters()}
+    assert groups["head"]["lr"] == 1e-3 and "model" not in groups
+
+    frozen = build_method(
+        "method=ptuning_v2", "model=tiny_bert", "method.head=linear", "method.lr=1e-2", "model.lr_scale=0.1"
+    )
+    lrs = {g["name"]: g["lr"] for g in frozen.param_groups(lr=2e-5, prompt_lr=1e-3, weight_decay=0.0)}
+    assert "backbone" not in lrs and lrs["model"] == 1e-2  # a frozen model: its new head keeps method.lr
 
 
 def test_pairs_get_the_tokenizers_own_ids_and_segment_ids_on_bert():

@@ -202,13 +202,23 @@ class Method(nn.Module):
 
     def param_groups(self, lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """Backbone (and head) at method.lr or trainer.lr; prompts at method.prompt_lr or trainer.prompt_lr; the
-        head at method.head_lr where set."""
+        head at method.head_lr where set; the backbone's own weights scaled by model.lr_scale where it is not 1
+        (a group of their own then, so a run at scale 1 keeps the groups its saved optimizer state has)."""
         prompt = [p for p in self.prompt_parameters() if p.requires_grad]
         head = [p for p in self.head.parameters() if p.requires_grad] if self.cfg.head_lr else []
         apart = {id(p) for p in prompt + head}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
+        scale = self.backbone.lr_scale if self.backbone is not None else 1.0
+        own = {id(p) for p in self.backbone.parameters()} if scale != 1.0 else set()
+        lr = self.cfg.lr or lr
         groups = [
-            {"name": "model", "params": rest, "lr": self.cfg.lr or lr, "weight_decay": weight_decay},
+            {"name": "model", "params": [p for p in rest if id(p) not in own], "lr": lr, "weight_decay": weight_decay},
+            {
+                "name": "backbone",
+                "params": [p for p in rest if id(p) in own],
+                "lr": lr * scale,
+                "weight_decay": weight_decay,
+            },
             {"name": "head", "params": head, "lr": self.cfg.head_lr, "weight_decay": weight_decay},
             {"name": "prompt", "params": prompt, "lr": self.cfg.prompt_lr or prompt_lr, "weight_decay": 0.0},
         ]

@@ -59,6 +59,7 @@ class Backbone(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.lr_scale = 1.0  # model.lr_scale: the rate of its own weights, relative to the method's
         self.embeddings = model.get_input_embeddings()
         self.hidden_size = model.config.hidden_size
         self._derived: dict[str, nn.Module] = {}  # views of the model's modules, kept out of the module tree

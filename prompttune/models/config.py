@@ -58,6 +58,9 @@ class ModelConfig:
     tokenizer: TokenizerConfig | None = None  # tiny
     architecture: Any = None  # tiny: {model_type: bert | llama | t5, sizes...} (Any: see MethodConfig.verbalizer)
     max_length: int = bounded(256, ge=8)  # tokens per example; texts are truncated to fit
+    # Multiplies the learning rate of the model's own weights where a method trains them (finetune, pet, LM-tuned
+    # ptuning_v1), not of new heads or prompts: a model whose weights need a smaller step than the methods' rates
+    lr_scale: float = bounded(1.0, gt=0)
     trust_remote_code: bool = False
 
     def check(self) -> None:

@@ -39,7 +39,9 @@ def load_backbone(model_cfg: DictConfig) -> Backbone:
         # Causal LMs often ship without a pad token; padding is masked out, so any known token serves.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return family(model, tokenizer, model_cfg.name)
+    backbone = family(model, tokenizer, model_cfg.name)
+    backbone.lr_scale = float(model_cfg.get("lr_scale", 1.0))
+    return backbone
 
 
 def family_of(kind: str, config=None) -> type[Backbone]:
