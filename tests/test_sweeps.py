@@ -161,7 +161,7 @@ def test_experiment_presets_set_shots_seeds_and_only_known_trainer_keys(preset, 
 GROUPS = ("method", "dataset", "model")  # a swept group's option is its config's `name`
 
 
-@pytest.mark.parametrize("preset", ["paradigm_curve", "ner_table"])
+@pytest.mark.parametrize("preset", ["paradigm_curve", "ner_table", "size_table"])
 def test_every_job_of_a_sweep_preset_composes_and_validates(preset):
     from prompttune.config.run import validate
 
