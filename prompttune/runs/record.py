@@ -47,6 +47,7 @@ ADDED_AT = {
     "method.chat": False,
     "method.instruction": None,
     "model.parts": None,
+    "model.lr_scale": 1.0,
 }
 
 
