@@ -298,10 +298,10 @@ def _check_fact_objects(cfg) -> None:
     before a run dir is written, so that a relation with too few stops with one line."""
     if str(cfg.dataset.get("task")) != "fact_probing" or not cfg.method.get("name"):
         return
-    from prompttune.data.facts import read_facts
+    from prompttune.data.facts import facts_of
     from prompttune.methods.probing import answer_space, require_answerable_facts
 
-    facts = read_facts(str(cfg.dataset.package.loader))
+    facts = facts_of(cfg.dataset)
     key = (str(cfg.model.name), str(cfg.dataset.name), answer_space(cfg.dataset, cfg.method), facts)
     if key in _FACTS_CHECKED:
         return

@@ -97,7 +97,9 @@ def test_p_at_1_p_at_10_and_mrr_on_a_hand_made_case():
 def test_the_answer_head_scores_the_vocabulary_at_the_mask(method):
     prober = build_method(f"method={method}", "model=tiny_llama", "dataset=facts_capital")
     tokenizer = prober.backbone.tokenizer
-    fact = next(e for e in facts.fact_examples("facts_capital", "facts_capital") if e.text_a == "Greece")
+    fact = next(
+        e for e in facts.fact_examples("facts_capital", facts.read_facts("facts_capital")) if e.text_a == "Greece"
+    )
     (encoded,) = prober.encode([fact])
     assert encoded.label == tokenizer(" Athens", add_special_tokens=False)["input_ids"][0]
     text = tokenizer.decode([i for p, i in enumerate(encoded.input_ids) if p not in encoded.soft_positions])
@@ -112,7 +114,9 @@ def test_relation_candidates_score_only_the_relations_one_token_objects():
     prober = build_method(
         "method=ptuning_v1", "model=tiny_llama", "dataset=facts_capital", "dataset.candidates=relation"
     )
-    fact = next(e for e in facts.fact_examples("facts_capital", "facts_capital") if e.text_a == "Greece")
+    fact = next(
+        e for e in facts.fact_examples("facts_capital", facts.read_facts("facts_capital")) if e.text_a == "Greece"
+    )
     (encoded,) = prober.encode([fact])
     scores = prober(collate([encoded], prober.pad_token_id))
     assert scores.shape == (1, 37) and prober.head.answer_text([encoded.label]) == ["Athens"]
@@ -145,23 +149,51 @@ def test_candidates_apply_to_fact_probing_only(capsys):
     assert "dataset.candidates=relation is invalid" in capsys.readouterr().err
 
 
-def test_a_relation_whose_objects_are_all_multi_token_is_one_line(tmp_path, monkeypatch, capsys):
-    words = tmp_path / "questions-words.txt"
-    words.write_text(": currency\nAlgeria Supercalifragilisticexpialidocious Angola Antidisestablishmentarianism\n")
-    monkeypatch.setattr(facts, "source_file", lambda: words)
-    facts.read_facts.cache_clear()
-    try:
-        run = tmp_path / "run"
-        args = ["train", "dataset=facts_currency", "method=ptuning_v1", "model=tiny_llama", f"hydra.run.dir={run}"]
-        assert cli.main(args) == 2
-    finally:
-        facts.read_facts.cache_clear()
+def local_facts(path, rows, *overrides):
+    """The overrides of a fact-probing dataset read from a user's TSV of (country, capital) rows."""
+    path.write_text("country\tcapital\n" + "".join(f"{s}\t{o}\n" for s, o in rows), encoding="utf-8")
+    pattern = '[{template:"The capital of {text_a} is {mask}.",verbalizer:{}}]'
+    return [
+        "dataset=local", "dataset.task=fact_probing", "dataset.labels=[]", f"dataset.patterns={pattern}",
+        "dataset.local.format=tsv", f"dataset.local.train={path}", "dataset.local.text_a=country",
+        "dataset.local.label=capital", *overrides,
+    ]  # fmt: skip
+
+
+def test_a_users_facts_file_gives_the_relations_facts_and_split(tmp_path):
+    rows = facts.read_facts("facts_capital")
+    cfg = compose_config(*local_facts(tmp_path / "capitals.tsv", [*rows, rows[0], ("Nowhere", " ")]))
+    assert facts.facts_of(cfg.dataset) == rows  # the repeat and the record without an object are left out
+    objects = facts.objects_of(rows)
+    token_ids = dict(zip(objects, single_token_ids(objects, smollm2_tokenizer(), True), strict=True))
+
+    def keep(fact):
+        return token_ids[objects[fact.label]] >= 0
+
+    ours = load_splits(cfg.dataset, 4, 13, keep_fact=keep, model_name="tiny_llama")
+    gensims = load_splits(compose_config("dataset=facts_capital").dataset, 4, 13, keep_fact=keep, model_name="x")
+    for split in ("train", "dev", "test"):
+        assert [e.text_a for e in getattr(ours, split)] == [e.text_a for e in getattr(gensims, split)]
+    assert ours.facts["relation"] == str(tmp_path / "capitals.tsv") and ours.facts["test"] == 20
+
+
+def test_a_relation_whose_objects_are_all_multi_token_is_one_line(tmp_path, capsys):
+    rows = [("Algeria", "Supercalifragilisticexpialidocious"), ("Angola", "Antidisestablishmentarianism")]
+    run = tmp_path / "run"
+    args = local_facts(tmp_path / "f.tsv", rows, "method=ptuning_v1", "model=tiny_llama", f"hydra.run.dir={run}")
+    assert cli.main(["train", *args]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: dataset facts_currency: 0 of its 2 facts have an object that is one token for model tiny_llama (with "
+        "error: dataset local: 0 of its 2 facts have an object that is one token for model tiny_llama (with "
         "its leading space); fact probing needs 3 (one each for train, dev and test): choose another relation or model"
     ]
     assert not run.exists()
+
+
+def test_a_facts_file_in_a_format_without_records_is_one_line(capsys):
+    args = ["dataset=local", "dataset.task=fact_probing", "dataset.labels=[]", "dataset.local.format=lmbff"]
+    assert cli.main(["train", *args]) == 2
+    assert "dataset.local.format=lmbff is invalid" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -27,6 +27,9 @@ class LocalFormat(StrEnum):
     conll = "conll"  # token_classification: one `token tag` per line, a blank line between sentences (data/conll.py)
 
 
+FACT_FORMATS = (LocalFormat.csv, LocalFormat.tsv, LocalFormat.jsonl)  # a user's facts: one per record
+
+
 class TaskKind(StrEnum):
     classification = "classification"  # one label per example (text_a, and text_b for pairs)
     token_classification = "token_classification"  # one tag per token of a sentence (data/tagging.py)
@@ -171,13 +174,24 @@ class DatasetConfig:
             require_source(self.package.loader, self.name)
 
     def _check_fact_source(self, probing: bool) -> None:
-        """Facts come from a relation's loader (data/facts.py), and only fact_probing datasets read them."""
+        """Facts come from a relation's loader (data/facts.py) or a user's csv/tsv/jsonl file, and only
+        fact_probing datasets read a relation's loader."""
         relation = self.source == DatasetSource.package and self.package.loader in RELATIONS
-        if probing and not relation:
-            package = self.source == DatasetSource.package
-            where, value = ("package.loader", self.package.loader) if package else ("source", self.source)
+        local_table = self.source == DatasetSource.local and self.local.format in FACT_FORMATS
+        if probing and not (relation or local_table):
+            package, local = self.source == DatasetSource.package, self.source == DatasetSource.local
+            where, value = (
+                ("package.loader", self.package.loader)
+                if package
+                else ("local.format", self.local.format)
+                if local
+                else ("source", self.source)
+            )
             raise Invalid(
-                where, value, f"source=package with loader {', '.join(RELATIONS)} (dataset.task=fact_probing)"
+                where,
+                value,
+                f"source=package with loader {', '.join(RELATIONS)}, or source=local with format csv, tsv or jsonl "
+                "(dataset.task=fact_probing)",
             )
         if relation and not probing:
             raise Invalid("task", self.task, f"fact_probing (loader {self.package.loader} holds facts)")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from prompttune.data.local import read_local_facts
 from prompttune.data.records import Corpus, Example
 from prompttune.errors import UserError
 
@@ -76,8 +77,11 @@ def require_source(dataset_name: str) -> None:
         raise UserError(f"dataset {dataset_name} needs gensim's {SOURCE[1]} (package gensim): run `make install`")
 
 
+Facts = tuple[tuple[str, str], ...]  # unique (subject, object) pairs, in the order first given
+
+
 @cache
-def read_facts(relation: str) -> tuple[tuple[str, str], ...]:
+def read_facts(relation: str) -> Facts:
     """The relation's unique (subject, object) facts, in the order the file first gives them."""
     rule, path = RELATIONS[relation], source_file()
     if path is None:
@@ -96,21 +100,37 @@ def read_facts(relation: str) -> tuple[tuple[str, str], ...]:
     return tuple(facts)
 
 
+def facts_of(dataset_cfg) -> Facts:
+    """The dataset's facts: a gensim relation's (source package), or the rows of the user's file (source local,
+    dataset.local.train: text_a the subject, label the object)."""
+    if str(dataset_cfg.source) == "local":
+        return read_local_facts(dataset_cfg)
+    return read_facts(str(dataset_cfg.package.loader))
+
+
+def relation_name(dataset_cfg) -> str:
+    """What a run records as its relation: the gensim relation, or the user's file."""
+    return str(dataset_cfg.local.train if str(dataset_cfg.source) == "local" else dataset_cfg.package.loader)
+
+
+def objects_of(facts: Facts) -> list[str]:
+    """The facts' objects in order of first appearance: what a fact's label indexes."""
+    return list(dict.fromkeys(obj for _, obj in facts))
+
+
 def relation_objects(relation: str) -> list[str]:
-    """The relation's objects in order of first appearance: what a fact's label indexes."""
-    return list(dict.fromkeys(obj for _, obj in read_facts(relation)))
+    return objects_of(read_facts(relation))
 
 
-def fact_examples(dataset_name: str, relation: str) -> list[Example]:
-    objects = {obj: i for i, obj in enumerate(relation_objects(relation))}
-    return [
-        Example(f"{dataset_name}-{i:03d}", subj, objects[obj]) for i, (subj, obj) in enumerate(read_facts(relation))
-    ]
+def fact_examples(dataset_name: str, facts: Facts) -> list[Example]:
+    objects = {obj: i for i, obj in enumerate(objects_of(facts))}
+    return [Example(f"{dataset_name}-{i:03d}", subj, objects[obj]) for i, (subj, obj) in enumerate(facts)]
 
 
 def read_corpus(relation: str, dataset_name: str, labels: list[str]) -> Corpus:
     """The whole relation as the pool and no test pool: the split is made per model (`split_facts`)."""
-    return Corpus(relation_objects(relation), fact_examples(dataset_name, relation), [])
+    facts = read_facts(relation)
+    return Corpus(objects_of(facts), fact_examples(dataset_name, facts), [])
 
 
 def split_sizes(n: int) -> tuple[int, int, int]:

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from prompttune.data.config import validate_dataset_config
 from prompttune.data.conll import load_conll_corpus
-from prompttune.data.facts import fact_examples, is_fact_probing, split_facts
+from prompttune.data.facts import fact_examples, facts_of, is_fact_probing, relation_name, split_facts
 from prompttune.data.hub import load_hub_corpus
 from prompttune.data.local import load_lmbff_splits, load_local_corpus
 from prompttune.data.package import load_package_corpus
@@ -42,10 +42,10 @@ def load_splits(
     if is_tagging(cfg):
         return load_sentence_splits(cfg, shots, seed)
     if is_fact_probing(cfg):
-        facts = fact_examples(cfg.name, cfg.package.loader)
+        facts = fact_examples(cfg.name, facts_of(cfg))
         keep = keep_fact or (lambda fact: True)
         train, dev, test, counts = split_facts(facts, keep, shots, seed, (cfg.name, model_name), cfg.test_size)
-        return Splits(label_names(cfg), train, dev, test, facts={"relation": cfg.package.loader, **counts})
+        return Splits(label_names(cfg), train, dev, test, facts={"relation": relation_name(cfg), **counts})
     labels = list(cfg.labels)
     if cfg.source == "local" and cfg.local.format == "lmbff":
         train, dev, test = load_lmbff_splits(cfg, shots, seed)

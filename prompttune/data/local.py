@@ -91,14 +91,7 @@ def read_examples(cfg: DictConfig, path: Path, split: str) -> list[Example]:
     with an empty or whitespace-only text are skipped with a warning (see the module's docstring)."""
     kind = path.suffix.lstrip(".") if cfg.local.format == "lmbff" else cfg.local.format
     resolver = LabelResolver(list(cfg.labels), cfg.local.label_map, "dataset.local.label_map")
-    text = _read_text(path, cfg.local.encoding)
-    if kind == "jsonl":
-        records = _read_jsonl(path, text)
-        fields = {key: cfg.local[key] for key in ("text_a", "text_b", "label") if cfg.local[key] is not None}
-    else:
-        header, records = _read_table(path, text, "\t" if kind == "tsv" else ",", cfg.local.header)
-        fields = {key: _column_index(cfg, key, header, path) for key in ("text_a", "text_b", "label")}
-        fields = {key: index for key, index in fields.items() if index is not None}
+    records, fields = _records(cfg, path, kind, ("text_a", "text_b", "label"))
     examples = [
         _example(record, fields, resolver, split, i, f"{path} record {i + 1}") for i, record in enumerate(records)
     ]
@@ -110,6 +103,44 @@ def read_examples(cfg: DictConfig, path: Path, split: str) -> list[Example]:
     if skipped:
         log.warning("%s: skipped %d of %d records whose text is empty or only whitespace", path, skipped, len(examples))
     return kept
+
+
+def _records(cfg: DictConfig, path: Path, kind: str, keys: tuple[str, ...]) -> tuple[list, dict[str, Any]]:
+    """The file's records (rows or JSON objects), and where each of `keys` that is set is found in a record."""
+    text = _read_text(path, cfg.local.encoding)
+    if kind == "jsonl":
+        return _read_jsonl(path, text), {key: cfg.local[key] for key in keys if cfg.local[key] is not None}
+    header, records = _read_table(path, text, "\t" if kind == "tsv" else ",", cfg.local.header)
+    fields = {key: _column_index(cfg, key, header, path) for key in keys}
+    return records, {key: index for key, index in fields.items() if index is not None}
+
+
+def read_local_facts(cfg: DictConfig) -> tuple[tuple[str, str], ...]:
+    """A fact-probing dataset's facts from dataset.local.train (csv/tsv/jsonl): text_a the subject, label the
+    object; unique (subject, object) pairs in the file's order. The split is made per model (data/facts.py), so
+    there is no test file. Records with an empty subject or object are skipped with a warning."""
+    if cfg.local.format not in ("csv", "tsv", "jsonl"):
+        raise UserError(
+            f"dataset.local.format={cfg.local.format} holds no facts: give fact probing a csv, tsv or jsonl file"
+        )
+    path = _required_file(cfg, "train")
+    records, fields = _records(cfg, path, str(cfg.local.format), ("text_a", "label"))
+    facts: dict[tuple[str, str], None] = {}
+    for i, record in enumerate(records):
+        where = f"{path} record {i + 1}"
+        subject, obj = (_text(_field(record, fields[key], key, where), key, where) for key in ("text_a", "label"))
+        if subject is not None and obj is not None:
+            facts[(subject.strip(), obj.strip())] = None
+    if not facts:
+        raise UserError(f"{path} holds no facts (a subject and an object per record): fix the file")
+    if len(facts) < len(records):
+        log.warning(
+            "%s: %d of %d records are repeated facts or lack a subject or object",
+            path,
+            len(records) - len(facts),
+            len(records),
+        )
+    return tuple(facts)
 
 
 def _example(

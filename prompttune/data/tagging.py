@@ -22,7 +22,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
-from prompttune.data.facts import is_fact_probing, relation_objects
+from prompttune.data.facts import facts_of, is_fact_probing, objects_of
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 
@@ -52,7 +52,7 @@ def label_names(dataset_cfg) -> list[str]:
     if is_tagging(dataset_cfg):
         return tag_names(list(dataset_cfg.labels), str(dataset_cfg.tag_scheme))
     if is_fact_probing(dataset_cfg):
-        return relation_objects(str(dataset_cfg.package.loader))
+        return objects_of(facts_of(dataset_cfg))
     return list(dataset_cfg.labels)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from prompttune.config.schema import message
-from prompttune.data.facts import FACT_PROBING, read_facts, relation_objects, require_enough
+from prompttune.data.facts import FACT_PROBING, facts_of, objects_of, require_enough
 from prompttune.data.records import Example
 from prompttune.errors import UserError
 from prompttune.methods.core import CLASSIFICATION, Calibration, MethodConfig
@@ -126,10 +126,11 @@ def require_answerable_facts(
     dataset_cfg: DictConfig, method_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, model_name: str
 ) -> int:
     """How many of the relation's facts have a one-token object for the tokenizer; one line when too few."""
-    relation = str(dataset_cfg.package.loader)
-    ids = single_token_ids(relation_objects(relation), tokenizer, answer_space(dataset_cfg, method_cfg))
-    by_object = dict(zip(relation_objects(relation), ids, strict=True))
-    facts = read_facts(relation)
+    facts = facts_of(dataset_cfg)
+    objects = objects_of(facts)
+    by_object = dict(
+        zip(objects, single_token_ids(objects, tokenizer, answer_space(dataset_cfg, method_cfg)), strict=True)
+    )
     kept = sum(by_object[obj] >= 0 for _, obj in facts)
     require_enough(kept, len(facts), str(dataset_cfg.name), model_name)
     return kept
