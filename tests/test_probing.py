@@ -37,8 +37,8 @@ def test_the_relations_hold_the_issues_counts_of_unique_facts():
     assert ("Chicago", "Illinois") in facts.read_facts("facts_city_state")
     assert ("Japan", "yen") in facts.read_facts("facts_currency")
     assert ("France", "French") in facts.read_facts("facts_nationality")
-    assert len(facts.relation_objects("facts_city_state")) == 27  # states repeat; Glendale is in two
-    assert len(facts.relation_objects("facts_currency")) == 28  # peso and dollar twice
+    assert len(facts.objects_of(facts.read_facts("facts_city_state"))) == 27  # states repeat; Glendale is in two
+    assert len(facts.objects_of(facts.read_facts("facts_currency"))) == 28  # peso and dollar twice
 
 
 def test_single_token_objects_on_smollm2s_tokenizer():
@@ -48,7 +48,7 @@ def test_single_token_objects_on_smollm2s_tokenizer():
     assert ids[1] == ids[3] == -1  # more than one token
     kept = {}
     for name in RELATIONS:
-        objects = facts.relation_objects(name)
+        objects = facts.objects_of(facts.read_facts(name))
         one_token = dict(zip(objects, single_token_ids(objects, tokenizer, True), strict=True))
         kept[name] = sum(one_token[obj] >= 0 for _, obj in facts.read_facts(name))
     assert kept == {"facts_capital": 37, "facts_city_state": 68, "facts_currency": 7, "facts_nationality": 36}

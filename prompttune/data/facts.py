@@ -11,7 +11,7 @@ as unique (subject, object) facts per relation, in the file's order:
 - `facts_currency`: currency, (country, currency): 30 facts;
 - `facts_nationality`: gram6-nationality-adjective, (country, adjective): 41 facts.
 
-A dataset's labels are its relation's objects, in order of first appearance (`relation_objects`); an example is a
+A dataset's labels are its relation's objects, in order of first appearance (`objects_of`); an example is a
 fact: text_a the subject, label its object.
 
 As LAMA keeps only single-token objects, a run keeps the facts whose object is one token for its model (with the
@@ -116,10 +116,6 @@ def relation_name(dataset_cfg) -> str:
 def objects_of(facts: Facts) -> list[str]:
     """The facts' objects in order of first appearance: what a fact's label indexes."""
     return list(dict.fromkeys(obj for _, obj in facts))
-
-
-def relation_objects(relation: str) -> list[str]:
-    return objects_of(read_facts(relation))
 
 
 def fact_examples(dataset_name: str, facts: Facts) -> list[Example]:

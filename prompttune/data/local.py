@@ -18,11 +18,12 @@ import io
 import json
 import logging
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from prompttune.data.labels import LabelResolver
 from prompttune.data.records import Corpus, Example
@@ -124,6 +125,17 @@ def read_local_facts(cfg: DictConfig) -> tuple[tuple[str, str], ...]:
             f"dataset.local.format={cfg.local.format} holds no facts: give fact probing a csv, tsv or jsonl file"
         )
     path = _required_file(cfg, "train")
+    return _facts_in(path, path.stat().st_mtime_ns, *(cfg.local[key] for key in _FACT_KEYS))
+
+
+_FACT_KEYS = ("format", "encoding", "header", "text_a", "label")
+
+
+@cache
+def _facts_in(path: Path, _mtime_ns: int, *settings: Any) -> tuple[tuple[str, str], ...]:
+    """Read once per process (a run asks for them in its checks, its labels and its splits), and again only when
+    the file changes."""
+    cfg = OmegaConf.create({"local": dict(zip(_FACT_KEYS, settings, strict=True))})
     records, fields = _records(cfg, path, str(cfg.local.format), ("text_a", "label"))
     facts: dict[tuple[str, str], None] = {}
     for i, record in enumerate(records):
