@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 run: install  ## the default experiment: PET on mr (Rotten Tomatoes) with SmolLM2-135M, K=16, seed 13
 	$(BIN)/prompttune train
 
-test: install  ## everything, as CI runs it
-	$(BIN)/python -m pytest
+test: install  ## everything, as CI runs it (the 15 slowest tests listed at the end)
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: install  ## leaves out the slow tests (CLI subprocesses, sweeps)
 	$(BIN)/python -m pytest -m "not slow"
