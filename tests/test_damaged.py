@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from prompttune import cli
 from prompttune.errors import UserError
-from prompttune.runs.jobs import completed_before
+from prompttune.runs.jobs import completed_before, print_summary
 from prompttune.runs.lifecycle import run_eval, run_train
 from tests.helpers import compose_config
 
@@ -141,6 +141,13 @@ def test_resume_of_a_completed_run_says_so(run_copy, capsys):
     (run_copy / ".hydra/overrides.yaml").write_text("- method=prompt_tuning\n")
     assert cli.main(["train", f"resume={run_copy}"]) == 0
     assert capsys.readouterr().out.startswith(f"{run_copy} already completed (test accuracy")
+
+
+def test_a_copied_run_is_summarised_with_the_dir_it_is_in(trained, run_copy, capsys):
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    assert metrics["run_dir"] == str(trained)  # the record keeps the dir it was first written in
+    print_summary(metrics, run_copy)
+    assert capsys.readouterr().out.splitlines()[-1] == f"run dir: {run_copy}"
 
 
 def test_resume_of_a_plain_dir_is_one_line(tmp_path, capsys):

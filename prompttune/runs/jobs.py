@@ -64,7 +64,7 @@ def run_job(cfg: DictConfig, experiment: Callable[[DictConfig, Path], RunRecord]
             log.error("job failed:\n%s", traceback.format_exc())
             return None
         raise
-    print_summary(record.to_json())
+    print_summary(record.to_json(), run_dir)
     return record.test["accuracy"]
 
 
@@ -110,7 +110,9 @@ def mark(run_dir: Path, status: str, reason: str) -> None:
         log.error("%s", err)
 
 
-def print_summary(metrics: dict) -> None:
+def print_summary(metrics: dict, run_dir: Path) -> None:
+    """The job's metrics as a table. run_dir is where the job ran: a skipped job's record may name the dir it was
+    first written in, before its sweep was copied elsewhere."""
     table = Table(
         title=f"{metrics['command']}: {metrics['method']} on {metrics['dataset']} ({metrics['model']}, "
         f"K={metrics['shots']}, seed={metrics['seed']})"
@@ -137,4 +139,4 @@ def print_summary(metrics: dict) -> None:
         f"{metrics['eval_examples_per_second']:.1f} eval ex/s, peak memory {metrics['peak_memory_mb']:.0f} MB"
     )
     console.print("; ".join(details))
-    console.print(f"run dir: {metrics['run_dir']}")
+    console.print(f"run dir: {run_dir}", soft_wrap=True)  # a path broken over lines cannot be copied
