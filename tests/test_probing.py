@@ -7,11 +7,14 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from prompttune import cli
 from prompttune.commands import report
 from prompttune.data import facts
 from prompttune.data.load import load_splits
+from prompttune.data.local import read_local_facts
+from prompttune.errors import UserError
 from prompttune.methods.probing import single_token_ids
 from prompttune.models.loading import load_tokenizer
 from prompttune.prompts.encoding import collate
@@ -194,6 +197,12 @@ def test_a_facts_file_in_a_format_without_records_is_one_line(capsys):
     args = ["dataset=local", "dataset.task=fact_probing", "dataset.labels=[]", "dataset.local.format=lmbff"]
     assert cli.main(["train", *args]) == 2
     assert "dataset.local.format=lmbff is invalid" in capsys.readouterr().err
+
+
+def test_the_facts_reader_itself_refuses_a_format_without_records():  # when called past the schema's check
+    cfg = OmegaConf.create({"local": {"format": "conll", "train": "facts.conll"}})
+    with pytest.raises(UserError, match="format=conll holds no facts: give fact probing a csv, tsv or jsonl file"):
+        read_local_facts(cfg)
 
 
 @pytest.mark.slow

