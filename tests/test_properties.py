@@ -63,7 +63,7 @@ def render(template: Template) -> str:
     return "".join(out)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(template_sources)
 def test_a_template_parses_and_renders_back_or_is_a_one_line_user_error(source):
     try:
@@ -104,7 +104,7 @@ def load_or_one_line_error(path: Path, data: bytes, **local) -> None:
     assert examples and all(e.text_a.strip() and e.label in (0, 1) for e in examples)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     kind=st.sampled_from(["csv", "tsv"]),
     columns=st.permutations(["sentence", "label", "extra"]),
@@ -131,7 +131,7 @@ def test_a_table_loads_or_is_a_one_line_user_error(
     load_or_one_line_error(data_dir / f"train.{kind}", data, format=kind, header=header, encoding=read_as, **keys)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(kind=st.sampled_from(["csv", "tsv", "jsonl"]), data=st.binary(max_size=200), header=st.booleans())
 def test_random_bytes_load_or_are_a_one_line_user_error(data_dir, kind, data, header):
     keys = {"text_a": "sentence", "label": "label"} if header else {"text_a": 0, "label": 1}
@@ -147,7 +147,7 @@ json_values = st.recursive(
 json_records = st.dictionaries(st.sampled_from(["sentence", "label", "extra", ""]), json_values, max_size=4)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     records=st.lists(json_records | json_values, max_size=5),
     ending=st.sampled_from(["\n", "\r\n", "\r"]),
@@ -224,7 +224,7 @@ def as_node(plain: dict) -> DictConfig:
         reject()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(data=st.data(), value=config_values)
 def test_a_random_value_for_any_schema_key_validates_or_is_a_one_line_user_error(data, value):
     group = data.draw(st.sampled_from(sorted(group_nodes())))
@@ -245,7 +245,7 @@ def composed() -> dict:
     return OmegaConf.to_container(compose_config("dataset=local", "model=tiny_bert"), enum_to_str=True)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(data=st.data(), value=config_values)
 def test_the_full_validation_accepts_or_rejects_in_one_line(data, value):
     groups = ("dataset", "model", "trainer", "method")
