@@ -113,7 +113,7 @@ def finish_axis(ax, xlabel: str, stat_key: str, title: str) -> None:
     ax.set_ylabel(f"test {METRIC_NAMES[stat_key.removeprefix('test_')]} (%)")
     ax.set_title(title, fontsize=10)
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="lower center", ncol=2)  # scores sit mostly above chance, the bottom is free
 
 
 def percent(value: float | None) -> float:
