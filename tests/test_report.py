@@ -292,6 +292,17 @@ def test_report_ranks_tests_pairs_and_marks_significance(tmp_path, capsys):
     assert "strong has the highest mean accuracy" in capsys.readouterr().out
 
 
+def test_report_of_one_seed_says_its_gaps_cannot_be_tested(tmp_path):
+    sweep = tmp_path / "sweep"
+    synthetic_sweep(sweep, [13], [500, 500])
+    assert report.main([str(sweep)]) == 0
+    markdown = (sweep / "report.md").read_text()
+    assert "over 1 seed (13)" in markdown
+    assert "Its lead over noisy (+15.0 points, p n/a), weak (+20.0 points, p n/a)" in markdown
+    assert "cannot be tested: run more seeds" in markdown
+    assert "not significant" not in markdown.split("Table 1b")[0]
+
+
 def test_imbalanced_test_set_leads_with_macro_f1_and_says_why(tmp_path):
     sweep = tmp_path / "sweep"
     synthetic_sweep(sweep, SEEDS[:5], [900, 100])

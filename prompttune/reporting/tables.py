@@ -156,7 +156,7 @@ def results_paragraphs(c: Comparison, number: int) -> str:
     text = f"## {c.dataset} · {c.model} · K={c.shots}\n\n"
     text += (
         f"We compare {len(c.ranked)} methods on {c.dataset} with {c.model}, K={c.shots} {per_k}, "
-        f"over {len(seeds)} seeds ({', '.join(map(str, seeds))}); every "
+        f"over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); every "
         f"run is scored on {n_test}. We lead with {name}: {c.why}.\n\n"
     )
     text += (
@@ -192,15 +192,21 @@ def best_method_sentence(c: Comparison) -> str:
     best = c.best
     score = format_stat(best.stats[f"test_{c.metric}"])
     sentence = f"**{best.method}** has the highest mean {METRIC_NAMES[c.metric]} ({score})."
-    beaten, tied = [], []
+    beaten, tied, untested = [], [], []
     for other in c.ranked[1:]:
         result = c.test(best.method, other.method)
         label = f"{other.method} ({format_difference(result)})"
-        (beaten if result is not None and result.significant else tied).append(label)
+        if result is None or result.p_value is None:
+            untested.append(label)
+        else:
+            (beaten if result.significant else tied).append(label)
     if beaten:
         sentence += f" Its lead is significant at 0.05 over {', '.join(beaten)}."
     if tied:
         sentence += f" Its lead is not significant over {', '.join(tied)}: those gaps may be seed noise."
+    if untested:
+        # one common seed (or the same score on every seed) leaves the paired test undefined
+        sentence += f" Its lead over {', '.join(untested)} cannot be tested: run more seeds."
     if c.chance is not None:
         sentence += f" Chance (uniform random guessing) scores {100 * c.chance:.1f}%."
     return sentence
