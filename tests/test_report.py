@@ -349,6 +349,7 @@ def test_the_curve_against_k_has_a_band_per_method_and_zero_shot_as_a_dashed_lev
     assert sorted(line.get_label() for line in solid) == ["pet", "tfidf"]
     assert list(solid[0].get_xdata()) == [4, 16, 64] and list(solid[0].get_ydata()) == pytest.approx([55, 71, 82])
     assert len(ax.collections) == 2  # one 95% band per method
+    assert ax.get_xlabel() == "labelled examples per class (K)"
     assert [line.get_ydata()[0] for line in dashed] == pytest.approx([65])  # zero-shot: a level, not a point at K=16
     rows = {(g["method"], g["shots"]): g for g in read_report_json(sweep)["groups"]}
     assert rows[("pet [eval]", 16)]["zero_shot"] and not rows[("pet", 16)]["zero_shot"]
@@ -386,3 +387,11 @@ def test_model_size_is_an_axis_with_the_gap_to_finetuning_per_size(tmp_path):
     lines = {line.get_label(): line for line in ax.lines}
     assert list(lines["pet"].get_xdata()) == [134_515_008, 268_098_176]
     assert list(lines["finetune"].get_ydata()) == pytest.approx([62, 71]) and len(ax.collections) == 2
+
+
+def test_the_k_axis_says_what_k_counts_for_each_task_kind():
+    from prompttune.reporting.plots import shots_axis_label
+
+    assert shots_axis_label("test_f1") == "training sentences (K)"  # tagging: shots counts sentences
+    assert shots_axis_label("test_p_at_1") == shots_axis_label("test_mrr") == "training facts (K)"
+    assert shots_axis_label("test_macro_f1") == "labelled examples per class (K)"

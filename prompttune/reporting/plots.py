@@ -83,7 +83,15 @@ def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) 
     shots = sorted({s.shots for s in trained})
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
-    finish_axis(ax, "labelled examples per class (K)", stat_key, f"{title}: vs K (bands: 95% CI over seeds)")
+    finish_axis(ax, shots_axis_label(stat_key), stat_key, f"{title}: vs K (bands: 95% CI over seeds)")
+
+
+def shots_axis_label(stat_key: str) -> str:
+    """What K counts: sentences for tagging (entity F1), facts for probing, else examples per class."""
+    metric = stat_key.removeprefix("test_")
+    if metric == "f1":
+        return "training sentences (K)"
+    return "training facts (K)" if metric in ("p_at_1", "mrr") else "labelled examples per class (K)"
 
 
 def draw_size_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:
