@@ -5,7 +5,7 @@ from pathlib import Path
 
 from prompttune.files import write_atomically
 from prompttune.reporting.comparing import Comparison
-from prompttune.reporting.reading import METRIC_NAMES
+from prompttune.reporting.reading import METRIC_NAMES, SHOTS_UNITS
 from prompttune.reporting.sizes import backbone_sizes, size_panels
 from prompttune.reporting.summary import GroupSummary, number_first, panels_by
 
@@ -87,11 +87,7 @@ def draw_shot_lines(ax, members: list[GroupSummary], stat_key: str, title: str) 
 
 
 def shots_axis_label(stat_key: str) -> str:
-    """What K counts: sentences for tagging (entity F1), facts for probing, else examples per class."""
-    metric = stat_key.removeprefix("test_")
-    if metric == "f1":
-        return "training sentences (K)"
-    return "training facts (K)" if metric in ("p_at_1", "mrr") else "labelled examples per class (K)"
+    return SHOTS_UNITS.get(stat_key.removeprefix("test_"), "labelled examples per class") + " (K)"
 
 
 def draw_size_lines(ax, members: list[GroupSummary], stat_key: str, title: str) -> None:

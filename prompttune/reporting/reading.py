@@ -17,6 +17,8 @@ SUMMARIZED += (("test", "p_at_1"), ("test", "p_at_10"), ("test", "mrr"), ("dev",
 PLOTTABLE_METRICS = ("accuracy", "macro_f1", "f1", "p_at_1", "mrr")
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "entity F1", "p_at_1": "P@1", "mrr": "MRR"}
 METRIC_NAMES |= {"p_at_10": "P@10"}
+# what K counts when a comparison leads with this metric (tagging draws sentences, probing facts); else examples
+SHOTS_UNITS = {"f1": "training sentences", "p_at_1": "training facts", "mrr": "training facts"}
 MIN_CONSOLE_WIDTH = 160  # rich wraps to 80 columns when stdout is not a terminal
 
 

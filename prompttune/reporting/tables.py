@@ -4,7 +4,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prompttune.reporting.comparing import Comparison
-from prompttune.reporting.reading import METRIC_NAMES, Run
+from prompttune.reporting.reading import METRIC_NAMES, SHOTS_UNITS, Run
 from prompttune.reporting.significance import PairedTest
 from prompttune.reporting.sizes import size_markdown
 from prompttune.reporting.summary import GroupSummary, Stat, number_first
@@ -146,10 +146,12 @@ def markdown_report(summaries: list[GroupSummary], incomplete: list[Run], compar
 def results_paragraphs(c: Comparison, number: int) -> str:
     name, other = METRIC_NAMES[c.metric], "accuracy" if c.metric in ("macro_f1", "f1") else "macro_f1"
     # a tagging dataset's K counts sentences, and its accuracy is over tokens; a fact-probing one's, training facts
-    per_k = "training sentences" if c.metric == "f1" else "examples per class for training"
-    per_k += " and as many for development"
+    per_k = SHOTS_UNITS.get(c.metric, "examples per class for training") + " and as many for development"
     if c.metric in ("p_at_1", "mrr"):
-        other, per_k = "mrr" if c.metric == "p_at_1" else "p_at_1", "training facts at most and fixed dev facts"
+        other, per_k = (
+            "mrr" if c.metric == "p_at_1" else "p_at_1",
+            SHOTS_UNITS[c.metric] + " at most and fixed dev facts",
+        )
     seeds = sorted({seed for s in c.ranked for seed in s.seeds}, key=number_first)
     counts = c.best.test_label_counts
     n_test = f"the same {sum(counts):,} test examples" if counts else "one fixed test set"
